@@ -1,0 +1,43 @@
+"""Command-line interface: ``clab <command> [options]``.
+
+Each command lives in its own module, which provides ``add_arguments(parser)`` and ``run(args) -> int``.
+Only the module of the command being run is imported, so ``clab --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+#: command name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "make-synthetic": ("clab.data.synthetic", "generate the synthetic video set (JPEG frames + CocoVID json)"),
+    "convert-imagenet-vid": ("clab.data.imagenet_vid", "convert ILSVRC2015 VID/DET to CocoVID json"),
+    "dataset-stats": ("clab.data.stats", "print statistics of a CocoVID json"),
+    "demo": ("clab.demo", "the main job: synthetic set, its statistics, and the demo run"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clab", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = argv[0] if argv and argv[0] in COMMANDS else None
+    parser = build_parser(command)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return int(importlib.import_module(COMMANDS[args.command][0]).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

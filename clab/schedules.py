@@ -1,0 +1,1 @@
+"""Loss-weight schedules (placeholder, filled in by the schedules module work)."""
