@@ -14,6 +14,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-synthetic": ("clab.data.synthetic", "generate the synthetic video set (JPEG frames + CocoVID json)"),
     "convert-imagenet-vid": ("clab.data.imagenet_vid", "convert ILSVRC2015 VID/DET to CocoVID json"),
     "dataset-stats": ("clab.data.stats", "print statistics of a CocoVID json"),
+    "train": ("clab.engine.train", "train a detector from a config (one device, or several with torchrun)"),
+    "test": ("clab.engine.test", "detect on every validation frame and compute mAP@50 and friends"),
+    "robustness": ("clab.engine.robustness", "mAP@50 under each degradation and severity"),
     "demo": ("clab.demo", "the main job: synthetic set, its statistics, and the demo run"),
 }
 
