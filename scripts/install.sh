@@ -24,22 +24,31 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 
 has() { "$PY" -c "$1" >/dev/null 2>&1; }
+# Installed versions are read from package metadata (fast: nothing heavy is imported).
+version_is() { has "import importlib.metadata as m, sys; sys.exit(m.version('$1').split('+')[0] != '$2')"; }
+mmcv_ops_built() { has "import importlib.util, glob, os, sys; d = os.path.dirname(importlib.util.find_spec('mmcv').origin); sys.exit(not glob.glob(os.path.join(d, '_ext*.so')))"; }
 
-if ! has "import torch, torchvision, sys; sys.exit(not (torch.__version__.split('+')[0] == '$TORCH_VERSION' and torchvision.__version__.split('+')[0] == '$TORCHVISION_VERSION'))"; then
+if ! version_is torch "$TORCH_VERSION" || ! version_is torchvision "$TORCHVISION_VERSION"; then
     log "installing torch $TORCH_VERSION and torchvision $TORCHVISION_VERSION"
     "${PIP[@]}" install "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION"
 fi
 
-if ! has "import mmcv, mmcv.ops, sys; sys.exit(mmcv.__version__ != '$MMCV_VERSION')"; then
+if ! version_is mmcv-full "$MMCV_VERSION" || ! mmcv_ops_built; then
     log "building mmcv-full $MMCV_VERSION with its ops (about 11 minutes the first time, seconds once pip has cached the wheel)"
     "${PIP[@]}" install "setuptools<70" wheel ninja "numpy==2.2.6" "opencv-python==4.12.0.88" "yapf==0.40.1"
     MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-2} "${PIP[@]}" install --no-build-isolation "mmcv-full==$MMCV_VERSION"
 fi
 
-if [ -f pyproject.toml ]; then
+STAMP="$VENV/.clab-install-stamp"
+WANT="$(cat pyproject.toml scripts/install.sh | sha256sum | cut -d' ' -f1) $(pwd)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! version_is clab "$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)"; then
     log "installing clab and its pinned dependencies"
     "${PIP[@]}" install --no-build-isolation -e ".[test]"
+    echo "$WANT" > "$STAMP"
+fi
+KERNEL_JSON="$("$PY" -c 'import jupyter_core.paths as p; print(p.jupyter_data_dir())' 2>/dev/null)/kernels/clab/kernel.json"
+if ! grep -qF "\"$(cd "$(dirname "$PY")" && pwd)/python\"" "$KERNEL_JSON" 2>/dev/null; then
     log "registering the 'clab' Jupyter kernel"
     "$PY" -m ipykernel install --user --name clab --display-name "Python (clab)" >/dev/null
 fi
-log "done: $("$PY" -c 'import torch, mmcv, mmdet; print("torch", torch.__version__, "mmcv", mmcv.__version__, "mmdet", mmdet.__version__)' 2>/dev/null || echo 'clab not installed yet')"
+log "ready: $("$PY" -c 'import importlib.metadata as m; print(", ".join(f"{p} {m.version(p)}" for p in ("torch", "mmcv-full", "mmdet", "clab")))')"
