@@ -107,8 +107,8 @@ def motion_blur_kernel(length: float, angle: float) -> np.ndarray:
     c = (k - 1) / 2.0
     t = np.linspace(-(length - 1) / 2.0, (length - 1) / 2.0, max(2, int(math.ceil(length * 8))))
     a = math.radians(angle)
-    xs = c + t * math.cos(a)
-    ys = c - t * math.sin(a)
+    xs = np.round(c + t * math.cos(a), 9)  # rounding: cos(90 deg) is 6e-17, not 0
+    ys = np.round(c - t * math.sin(a), 9)
     x0 = np.floor(xs).astype(int)
     y0 = np.floor(ys).astype(int)
     fx = xs - x0

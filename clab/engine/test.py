@@ -131,7 +131,9 @@ def insert_degradation(cfg, kind: str, severity: int, seed: int = 0):
     pipeline = cfg.data.test.pipeline
     if not pipeline or pipeline[0]["type"] != "LoadMultiImagesFromFile":
         raise ValueError("data.test.pipeline must start with LoadMultiImagesFromFile to insert a degradation")
-    pipeline.insert(1, dict(type="SeqDegrade", kind=kind, severity=severity, seed=seed))
+    # per_video: one set of degradation parameters per video, so the cached references and every frame
+    # of a video are degraded alike
+    pipeline.insert(1, dict(type="SeqDegrade", kind=kind, severity=severity, seed=seed, per_video=True))
     return cfg
 
 

@@ -65,7 +65,6 @@ def train(config: str, work_dir: str | None = None, cfg_options: dict | None = N
           device: str = "auto", progress: bool = True):
     """Train the model of ``config``; returns the work dir. See the module docstring."""
     import torch
-    from mmcv.parallel import MMDataParallel, MMDistributedDataParallel
     from mmcv.utils import get_logger
     from mmdet.datasets import build_dataset
     from mmdet.models import build_detector
@@ -104,24 +103,12 @@ def train(config: str, work_dir: str | None = None, cfg_options: dict | None = N
     model = build_detector(cfg.model)
     model.init_weights()
     model.CLASSES = datasets[0].CLASSES
-    if amp:
-        cfg.fp16 = dict(loss_scale="dynamic")
 
     from .loaders import build_train_loader
+    from .parallel import wrap_model
     loader = build_train_loader(datasets[0], cfg.data.samples_per_gpu, cfg.data.workers_per_gpu, seed,
                                 distributed)
-    if distributed:
-        if device == "cuda":
-            model = MMDistributedDataParallel(model.cuda(), device_ids=[torch.cuda.current_device()],
-                                              broadcast_buffers=False,
-                                              find_unused_parameters=cfg.get("find_unused_parameters", False))
-        else:
-            model = MMDistributedDataParallel(model, broadcast_buffers=False,
-                                              find_unused_parameters=cfg.get("find_unused_parameters", False))
-    elif device == "cuda":
-        model = MMDataParallel(model.cuda(), device_ids=[0])
-    else:
-        model = MMDataParallel(model, device_ids=None)
+    model = wrap_model(model, device, distributed, cfg.get("find_unused_parameters", False))
 
     optimizer = build_optimizer(model, cfg.optimizer)
     meta = dict(seed=seed, config=cfg.pretty_text, exp_name=os.path.basename(config),
