@@ -292,14 +292,16 @@ class CabWeightHook(Hook):
 
     Args:
         schedule: a schedule config for :func:`build_schedule`.
-        priority: hook priority; mmcv's ``custom_hooks`` handling passes it to ``register_hook`` instead.
+
+    The hook's priority is not an argument: mmcv reserves the ``priority`` attribute and takes it from the
+    ``custom_hooks`` entry (``dict(type='CabWeightHook', schedule=..., priority='NORMAL')``, the published
+    setting and mmcv's default) or from ``runner.register_hook(hook, priority)``.
     """
 
-    def __init__(self, schedule: dict, priority: str | int = "NORMAL") -> None:
+    def __init__(self, schedule: dict) -> None:
         # build once now so that a bad config fails before training starts
         _build(schedule, max_iters=1, default_unit="iter", where="CabWeightHook.schedule")
         self.schedule_cfg = dict(schedule)
-        self.priority = priority
         self._schedule: Schedule | None = None
         self._warned = False
 

@@ -56,14 +56,37 @@ def check_override_keys(cfg: Config, options: dict | None, source: str = "--cfg-
 
 
 def load_config(path: str, cfg_options: dict | None = None) -> Config:
-    """Read ``path`` and apply validated ``cfg_options`` (``{'a.b.c': value}``)."""
+    """Read ``path`` and apply validated ``cfg_options`` (``{'a.b.c': value}``).
+
+    ``data_root=DIR`` among the options moves every data path that starts with the config's ``data_root``
+    (config variables are resolved when the file is read, so overriding the variable alone changes nothing).
+    """
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     cfg = Config.fromfile(path)
-    check_override_keys(cfg, cfg_options)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
+    options = dict(cfg_options or {})
+    check_override_keys(cfg, options)
+    new_root = options.pop("data_root", None)
+    if new_root is not None:
+        set_data_root(cfg, str(new_root))
+    if options:
+        cfg.merge_from_dict(options)
     return cfg
+
+
+def set_data_root(cfg: Config, new_root: str) -> None:
+    """Replace the prefix ``cfg.data_root`` of every ``ann_file`` / ``img_prefix`` by ``new_root``."""
+    old_root = cfg.get("data_root")
+    if not old_root:
+        raise ConfigError(f"{cfg.filename} has no data_root to replace")
+    new_root = new_root if new_root.endswith("/") else new_root + "/"
+    for split in ("train", "val", "test"):
+        for ds in _split_configs(cfg.data.get(split, [])):
+            for field in ("ann_file", "img_prefix"):
+                value = ds.get(field)
+                if isinstance(value, str) and value.startswith(old_root):
+                    ds[field] = new_root + value[len(old_root):]
+    cfg.data_root = new_root
 
 
 def _split_configs(data_cfg: Any) -> Iterable[dict]:

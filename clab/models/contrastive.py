@@ -102,8 +102,8 @@ class ContrastiveHead(BaseModule):
             raise ValueError(f"ContrastiveHead: {name} must be a Tensor[M, C, h, w], got {shape}")
         if feats.shape[1] != self.in_channels:
             raise ValueError(f"ContrastiveHead: {name} has {feats.shape[1]} channels but the head was built "
-                             f"with in_channels={self.in_channels}; set auxiliary.in_channels to the channels "
-                             f"of the tapped backbone stage")
+                             f"with in_channels={self.in_channels}; set auxiliary.in_channels to the "
+                             f"channels of the tapped backbone stage")
 
     def forward(self, feats: Tensor) -> Tensor:
         """Embed feature maps.
@@ -171,7 +171,7 @@ class ContrastiveHead(BaseModule):
         num_refs = num_ref_total // num_clips
 
         if key_feats.shape[2:] == ref_feats.shape[2:]:
-            embeddings = self(torch.cat([key_feats, ref_feats], dim=0))    # (N + N*T, D)
+            embeddings = self(torch.cat([key_feats, ref_feats], dim=0))   # (N + N*T, D)
         else:
             embeddings = torch.cat([self(key_feats), self(ref_feats)], dim=0)
         rank, _ = _world()
