@@ -27,8 +27,8 @@ log() { printf '[gpu-wheels] %s\n' "$*"; }
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 log "torch 2.11.0 (CUDA 13) and build tools in $VENV"
 "${PIP[@]}" install "torch==2.11.0" "torchvision==0.26.0" "setuptools<70" wheel ninja "numpy<3"
-INC="$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.join(os.path.dirname(nvidia.__path__[0] if hasattr(nvidia, "__path__") else nvidia.__file__), "nvidia", "cu13", "include"))')"
-[ -d "$INC" ] || INC="$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "include"))')"
+INC="$("$VENV/bin/python" -c 'import nvidia, os; print(os.path.join(list(nvidia.__path__)[0], "cu13", "include"))')"
+[ -d "$INC" ] || { echo "no cu13 headers at $INC" >&2; exit 2; }
 log "extra CUDA headers from $INC"
 mkdir -p "$OUT"
 log "mmcv-full 1.7.2 with CUDA ops for sm_${ARCH} (about 27 minutes with MAX_JOBS=2)"
