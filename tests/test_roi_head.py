@@ -1,0 +1,425 @@
+"""Tests of the SELSA + Temporal RoI Align RoI head (SPEC 1.9, 1.10, 2.4-2.7, 5) on real mmdet/mmcv code.
+
+Tiny sizes (64 channels, fc 128, 4 classes, 12x16 maps of a 192x256 image) except the state-dict check,
+which builds the R-50 TRoI sizes.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from mmdet.core import bbox2roi
+from mmdet.models.builder import MODELS
+
+from clab.models.reference_cache import ReferenceCache
+from clab.models.selsa_aggregator import SelsaAggregator
+from clab.models.selsa_bbox_head import SelsaBBoxHead
+from clab.models.selsa_roi_head import SelsaRoIHead
+from clab.models.temporal_roi_align import TemporalRoIAlign
+
+C, FC, NUM_CLASSES = 64, 128, 4
+MAP_H, MAP_W, STRIDE = 12, 16, 16
+IMG_H, IMG_W = MAP_H * STRIDE, MAP_W * STRIDE
+
+
+def extractor_cfg(channels: int = C, blocks: int = 4, epsilon: float = 1e-10,
+                  chunk: int = 2**22) -> dict:
+    return dict(type='TemporalRoIAlign', num_most_similar_points=2,
+                num_temporal_attention_blocks=blocks, epsilon=epsilon, similarity_chunk_elements=chunk,
+                roi_layer=dict(type='RoIAlign', output_size=7, sampling_ratio=2),
+                out_channels=channels, featmap_strides=[STRIDE])
+
+
+def roi_head_cfg(channels: int = C, fc: int = FC, num_classes: int = NUM_CLASSES,
+                 sampler_num: int = 64) -> dict:
+    return dict(
+        type='SelsaRoIHead',
+        bbox_roi_extractor=extractor_cfg(channels),
+        bbox_head=dict(
+            type='SelsaBBoxHead', in_channels=channels, fc_out_channels=fc, roi_feat_size=7,
+            num_classes=num_classes, num_shared_fcs=3,
+            bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4, target_stds=[0.2] * 4),
+            reg_class_agnostic=False,
+            loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
+            loss_bbox=dict(type='SmoothL1Loss', beta=1.0, loss_weight=1.0),
+            aggregator=dict(type='SelsaAggregator', in_channels=fc, num_attention_blocks=16)),
+        train_cfg=dict(
+            assigner=dict(type='MaxIoUAssigner', pos_iou_thr=0.5, neg_iou_thr=0.5, min_pos_iou=0.5,
+                          ignore_iof_thr=-1),
+            sampler=dict(type='RandomSampler', num=sampler_num, pos_fraction=0.25, neg_pos_ub=-1,
+                         add_gt_as_proposals=True),
+            pos_weight=-1, debug=False),
+        test_cfg=dict(score_thr=0.0001, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+
+
+def random_boxes(gen: torch.Generator, num: int, with_score: bool = True) -> torch.Tensor:
+    """Tensor[num, 5] (or 4) x1y1x2y2[score] inside the IMG_W x IMG_H image."""
+    wh = 16 + torch.rand(num, 2, generator=gen) * 80
+    xy = torch.rand(num, 2, generator=gen) * (torch.tensor([IMG_W, IMG_H]) - wh)
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    if with_score:
+        boxes = torch.cat([boxes, torch.rand(num, 1, generator=gen)], dim=1)
+    return boxes
+
+
+def random_maps(gen: torch.Generator, num: int, channels: int = C) -> torch.Tensor:
+    """Non-negative maps (like the neck output after ReLU), Tensor[num, channels, MAP_H, MAP_W]."""
+    return torch.rand(num, channels, MAP_H, MAP_W, generator=gen)
+
+
+def reference_troi(extractor: TemporalRoIAlign, roi_feats: torch.Tensor,
+                   ref_maps: torch.Tensor) -> torch.Tensor:
+    """SPEC 2.4 written out directly: the whole similarity matrix at once, then top-2, attention."""
+    eps = extractor.epsilon
+    n, channels, rh, rw = roi_feats.shape
+    k_maps, _, h, w = ref_maps.shape
+    r_hat = roi_feats / (roi_feats.norm(dim=1, keepdim=True) + eps)
+    f_hat = ref_maps / (ref_maps.norm(dim=1, keepdim=True) + eps)
+    sim = r_hat.permute(0, 2, 3, 1).reshape(-1, channels) @ f_hat.permute(1, 0, 2, 3).reshape(channels, -1)
+    values, idx = sim.view(-1, k_maps, h * w).topk(2, dim=2)  # (n*49, K, 2)
+    weights = values.softmax(dim=2)
+    raw = ref_maps.permute(0, 2, 3, 1).reshape(k_maps, h * w, channels)
+    ms = torch.stack([(raw[k][idx[:, k]] * weights[:, k, :, None]).sum(1) for k in range(k_maps)])
+    ms = ms.view(k_maps, n, rh, rw, channels).permute(0, 1, 4, 2, 3)
+    x = torch.cat([roi_feats[None], ms])  # (K+1, n, C, 7, 7)
+    blocks = extractor.num_temporal_attention_blocks
+    if blocks == 0:
+        return x.mean(0)
+    conv = extractor.embed_network.conv
+    emb = F.conv2d(x.flatten(0, 1), conv.weight, conv.bias, padding=1)
+    d = channels // blocks
+    emb = emb.view(k_maps + 1, n, blocks, d, rh, rw)
+    alpha = ((emb * emb[:1]).sum(3, keepdim=True) / math.sqrt(d)).softmax(0)  # over the K+1 frames
+    return (x.view(k_maps + 1, n, blocks, d, rh, rw) * alpha).sum(0).view(n, channels, rh, rw)
+
+
+@pytest.fixture(scope='module')
+def gen() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+# ---------------------------------------------------------------------------- TemporalRoIAlign
+@pytest.mark.parametrize('blocks', [4, 0])
+def test_troi_matches_unchunked_reference_for_several_chunk_sizes(gen, blocks):
+    extractor = MODELS.build(extractor_cfg(blocks=blocks))
+    feats = random_maps(gen, 1)
+    ref_maps = random_maps(gen, 3)
+    rois = bbox2roi([random_boxes(gen, 9)])
+    with torch.no_grad():
+        roi_feats = extractor((feats,), rois)
+        expected = reference_troi(extractor, roi_feats, ref_maps)
+        positions = 49 * MAP_H * MAP_W
+        outs = {}
+        for chunk in (1, positions * 2, positions * 4 + 7, 2**30):  # 1, 2, 4 and all 9 RoIs a chunk
+            extractor.similarity_chunk_elements = chunk
+            outs[chunk] = extractor((feats,), rois, ref_feats=[ref_maps])
+    assert expected.shape == (9, C, 7, 7)
+    for chunk, out in outs.items():
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5, msg=f'chunk {chunk}')
+    # the aggregation changes the features (not the identity on the key RoI features)
+    assert (expected - roi_feats).abs().max() > 1e-2
+
+
+def test_troi_gradients_match_the_unchunked_reference(gen):
+    extractor = MODELS.build(extractor_cfg(chunk=49 * MAP_H * MAP_W * 3))
+    conv = extractor.embed_network.conv
+    feats, refs = random_maps(gen, 1), random_maps(gen, 2)
+    rois = bbox2roi([random_boxes(gen, 7)])
+    with torch.no_grad():
+        roi_feats = extractor((feats,), rois)
+    probe = torch.randn(roi_feats.shape, generator=gen)
+    grads = []
+    for run in ('chunked', 'reference'):
+        r, f = roi_feats.clone().requires_grad_(), refs.clone().requires_grad_()
+        conv.zero_grad()
+        if run == 'chunked':
+            out = extractor.aggregate(r, [extractor.prepare_reference_maps(f)])
+        else:
+            out = reference_troi(extractor, r, f)
+        (out * probe).sum().backward()
+        grads.append((r.grad, f.grad, conv.weight.grad.clone(), conv.bias.grad.clone()))
+    for ours, expected in zip(*grads):
+        assert expected.abs().max() > 0
+        torch.testing.assert_close(ours, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_troi_each_clip_attends_only_to_its_own_reference_maps(gen):
+    extractor = MODELS.build(extractor_cfg(chunk=49 * MAP_H * MAP_W * 2))
+    feats = random_maps(gen, 2)
+    maps_a, maps_b = random_maps(gen, 2), random_maps(gen, 2)
+    # interleaved clip order in rois: the output keeps the row order
+    boxes = random_boxes(gen, 10, with_score=False)
+    clip = torch.tensor([0, 1, 1, 0, 0, 1, 0, 1, 1, 0], dtype=torch.float32)
+    rois = torch.cat([clip[:, None], boxes], dim=1)
+    with torch.no_grad():
+        roi_feats = extractor((feats,), rois)
+        out = extractor((feats,), rois, ref_feats=[maps_a, maps_b])
+        for i, maps in enumerate((maps_a, maps_b)):
+            rows = clip == i
+            torch.testing.assert_close(out[rows], reference_troi(extractor, roi_feats[rows], maps),
+                                       rtol=1e-5, atol=1e-5)
+        # one clip and a bare tensor for N == 1
+        single = extractor((feats[:1],), rois[clip == 0].clone().index_fill_(1, torch.tensor([0]), 0),
+                           ref_feats=maps_a)
+    torch.testing.assert_close(single, out[clip == 0], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match='batch indices'):
+        extractor((feats,), rois, ref_feats=[maps_a])
+
+
+def test_troi_precomputed_embed_taps_equal_the_embed_conv(gen):
+    extractor = MODELS.build(extractor_cfg(chunk=49 * MAP_H * MAP_W * 3))
+    key = random_maps(gen, 1)
+    refs = random_maps(gen, 3)
+    rois = bbox2roi([random_boxes(gen, 8)])
+    with torch.no_grad():
+        roi_feats = extractor((key,), rois)
+        expected = reference_troi(extractor, roi_feats, torch.cat([refs, key]))
+        ref_maps = extractor.prepare_reference_maps(refs, with_embed_taps=True)
+        key_maps = extractor.prepare_reference_maps(key, with_embed_taps=False)
+        out = extractor.aggregate(roi_feats, [ref_maps, key_maps])  # taps, then the conv
+        # gathering the taps of a weighted sum of map vectors is the conv of that sum, border included
+        idx = torch.randint(0, MAP_H * MAP_W, (8, 7, 7, 2), generator=gen)
+        weights = torch.rand(8, 7, 7, 2, generator=gen)
+        points = ref_maps.points[1]  # (h*w, C)
+        summed = (points[idx] * weights[..., None]).sum(3).permute(0, 3, 1, 2)  # (8, C, 7, 7)
+        conv = extractor.embed_network.conv
+        torch.testing.assert_close(
+            extractor._embed_from_taps(ref_maps.embed_taps[1], idx, weights),
+            F.conv2d(summed, conv.weight, conv.bias, padding=1).permute(0, 2, 3, 1).reshape(-1, C),
+            rtol=1e-4, atol=1e-4)
+    assert ref_maps.embed_taps.shape == (3, MAP_H * MAP_W, 9 * C)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_troi_epsilon_keeps_all_zero_features_finite():
+    rois = bbox2roi([torch.tensor([[10.0, 10.0, 90.0, 70.0, 1.0]])])
+    zeros_key, zeros_ref = torch.zeros(1, C, MAP_H, MAP_W), torch.zeros(2, C, MAP_H, MAP_W)
+    with torch.no_grad():
+        clab = MODELS.build(extractor_cfg(epsilon=1e-10))((zeros_key,), rois, ref_feats=[zeros_ref])
+        upstream = MODELS.build(extractor_cfg(epsilon=0.0))((zeros_key,), rois, ref_feats=[zeros_ref])
+    assert torch.isfinite(clab).all()
+    assert torch.isnan(upstream).any()  # upstream's 0 / 0
+
+
+def test_troi_rejects_bad_parameters():
+    with pytest.raises(ValueError, match='num_temporal_attention_blocks'):
+        MODELS.build(extractor_cfg(blocks=5))
+    with pytest.raises(ValueError, match='similarity_chunk_elements'):
+        MODELS.build(extractor_cfg(chunk=0))
+    with pytest.raises(ValueError, match='featmap_strides'):
+        MODELS.build(dict(extractor_cfg(), featmap_strides=[8, 16]))
+
+
+# ---------------------------------------------------------------------------- aggregator / bbox head
+def test_selsa_aggregator_equals_the_direct_formula(gen):
+    agg = MODELS.build(dict(type='SelsaAggregator', in_channels=FC, num_attention_blocks=16))
+    assert isinstance(agg, SelsaAggregator)
+    x = torch.randn(7, FC, generator=gen)
+    r = torch.randn(11, FC, generator=gen)
+    with torch.no_grad():
+        q, k, v = agg.fc_embed(x), agg.ref_fc_embed(r), agg.ref_fc(r)
+        d = FC // 16
+        parts = []
+        for g in range(16):
+            s = slice(g * d, (g + 1) * d)
+            attention = torch.softmax(q[:, s] @ k[:, s].T / math.sqrt(d), dim=1)  # (7, 11)
+            parts.append(attention @ v[:, s])
+        expected = agg.fc(torch.cat(parts, dim=1))
+        out = agg(x, r)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_selsa_bbox_head_forward_equals_the_spec_loop(gen):
+    head = MODELS.build(roi_head_cfg()).bbox_head
+    assert isinstance(head, SelsaBBoxHead) and len(head.shared_fcs) == 3 and len(head.aggregator) == 3
+    x = torch.randn(5, C, 7, 7, generator=gen)
+    r = torch.randn(13, C, 7, 7, generator=gen)
+    with torch.no_grad():
+        xf, rf = x.flatten(1), r.flatten(1)
+        for fc, agg in zip(head.shared_fcs, head.aggregator):
+            xf, rf = fc(xf), fc(rf)
+            xf = xf + agg(xf, rf)
+            xf, rf = F.relu(xf), F.relu(rf)
+        cls, reg = head(x, r)
+        # encodings of two halves, concatenated, are the encodings of the whole reference set
+        split = head.concat_encodings(head.encode_references(r[:6]), head.encode_references(r[6:]))
+        cls_split, reg_split = head.forward_encoded(x, split)
+    assert cls.shape == (5, NUM_CLASSES + 1) and reg.shape == (5, 4 * NUM_CLASSES)
+    torch.testing.assert_close(cls, head.fc_cls(xf), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(reg, head.fc_reg(xf), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(cls_split, cls, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(reg_split, reg, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match='aggregator'):
+        MODELS.build(dict(roi_head_cfg()['bbox_head'], aggregator_cfg=dict(type='SelsaAggregator',
+                                                                           in_channels=FC)))
+
+
+# ---------------------------------------------------------------------------- RoI head training
+def make_train_batch(gen: torch.Generator, num_clips: int, num_refs: int = 2,
+                     gts_per_image=(3, 2)) -> dict:
+    gt_bboxes = [random_boxes(gen, gts_per_image[i], with_score=False) for i in range(num_clips)]
+    gt_labels = [torch.randint(0, NUM_CLASSES, (len(b),), generator=gen) for b in gt_bboxes]
+    proposals = []
+    for boxes in gt_bboxes:
+        jitter = boxes + torch.randn(boxes.shape, generator=gen) * 3
+        props = torch.cat([jitter, random_boxes(gen, 20, with_score=False)])
+        proposals.append(torch.cat([props, torch.rand(len(props), 1, generator=gen)], dim=1))
+    metas = [dict(img_shape=(IMG_H, IMG_W, 3), pad_shape=(IMG_H, IMG_W, 3),
+                  scale_factor=np.ones(4, dtype=np.float32)) for _ in range(num_clips)]
+    return dict(
+        x=(random_maps(gen, num_clips),),
+        ref_x=(random_maps(gen, num_clips * num_refs),),
+        img_metas=metas,
+        proposal_list=proposals,
+        ref_proposal_list=[random_boxes(gen, 5 + j) for j in range(num_clips * num_refs)],
+        gt_bboxes=gt_bboxes,
+        gt_labels=gt_labels)
+
+
+@pytest.mark.parametrize('num_clips', [1, 2])
+def test_forward_train_losses_and_gradients_reach_every_parameter(gen, num_clips):
+    head = MODELS.build(roi_head_cfg())
+    head.init_weights()
+    head.train()
+    batch = make_train_batch(gen, num_clips)
+    key_maps, ref_maps = batch['x'][0].requires_grad_(), batch['ref_x'][0].requires_grad_()
+    losses = head.forward_train(**batch)
+    assert set(losses) == {'loss_cls', 'loss_bbox', 'acc'}
+    assert losses['loss_cls'].item() > 0 and losses['loss_bbox'].item() > 0
+    assert all(torch.isfinite(v).all() for v in losses.values())
+    (losses['loss_cls'] + losses['loss_bbox']).backward()
+    no_grad = [name for name, p in head.named_parameters()
+               if p.grad is None or not torch.any(p.grad != 0)]
+    assert no_grad == []
+    # and on to the key and reference feature maps (the backbone in the detector)
+    assert key_maps.grad.abs().max() > 0 and ref_maps.grad.abs().max() > 0
+
+
+def test_key_image_without_gt_gives_zero_box_loss(gen):
+    head = MODELS.build(roi_head_cfg())
+    batch = make_train_batch(gen, 1, gts_per_image=(0,))
+    assert batch['gt_bboxes'][0].shape == (0, 4)
+    losses = head.forward_train(**batch)
+    assert losses['loss_bbox'].item() == 0.0
+    assert torch.isfinite(losses['loss_cls']) and losses['loss_cls'].item() > 0
+
+
+def test_each_clip_attends_only_to_its_own_references(gen):
+    head = MODELS.build(roi_head_cfg()).eval()
+    batch = make_train_batch(gen, 2, num_refs=2)
+    x, ref_x, ref_props = batch['x'], batch['ref_x'], batch['ref_proposal_list']
+    rois = bbox2roi([p[:6] for p in batch['proposal_list']])  # 6 RoIs per clip
+    with torch.no_grad():
+        cls, reg = head._bbox_forward(x, ref_x, rois, bbox2roi(ref_props), 2)
+        # clip 2 (index 1): new reference maps and proposals
+        ref_maps = ref_x[0].clone()
+        ref_maps[2:] = random_maps(gen, 2)
+        new_props = ref_props[:2] + [random_boxes(gen, 9), random_boxes(gen, 4)]
+        cls2, reg2 = head._bbox_forward(x, (ref_maps,), rois, bbox2roi(new_props), 2)
+    torch.testing.assert_close(cls2[:6], cls[:6], rtol=0, atol=1e-6)
+    torch.testing.assert_close(reg2[:6], reg[:6], rtol=0, atol=1e-6)
+    assert (cls2[6:] - cls[6:]).abs().max() > 1e-4
+
+
+def test_forward_train_rejects_mismatched_references(gen):
+    head = MODELS.build(roi_head_cfg())
+    batch = make_train_batch(gen, 2)
+    batch['ref_proposal_list'] = batch['ref_proposal_list'][:3]
+    with pytest.raises(ValueError, match='ref_proposal_list has 3 entries'):
+        head.forward_train(**batch)
+
+
+# ---------------------------------------------------------------------------- RoI head testing
+@pytest.mark.parametrize('with_taps', [False, True])
+def test_cached_simple_test_equals_uncached(gen, with_taps):
+    head = MODELS.build(roi_head_cfg()).eval()
+    head.init_weights()
+    # larger class logits than the init gives, so detections differ in score
+    torch.nn.init.normal_(head.bbox_head.fc_cls.weight, std=0.1)
+    head.bbox_roi_extractor.similarity_chunk_elements = 49 * MAP_H * MAP_W * 4
+    cached_maps = random_maps(gen, 3)
+    key = random_maps(gen, 1)
+    ref_props = [random_boxes(gen, n) for n in (5, 7, 6)]
+    key_props = random_boxes(gen, 12)
+    meta = dict(img_shape=(IMG_H, IMG_W, 3), ori_shape=(IMG_H // 2, IMG_W // 2, 3),
+                scale_factor=np.full(4, 2.0, dtype=np.float32))
+    with torch.no_grad():
+        cache = head.prepare_reference_cache((cached_maps,), ref_props, with_embed_taps=with_taps)
+        assert isinstance(cache, ReferenceCache)
+        assert cache.num_frames == 3 and cache.num_rois == 18
+        assert (cache.maps.embed_taps is not None) == with_taps
+        uncached = head.simple_test((key,), (torch.cat([cached_maps, key]),), [key_props],
+                                    ref_props + [key_props], [meta], rescale=True)
+        cached = head.simple_test((key,), None, [key_props], None, [meta], rescale=True,
+                                  ref_cache=cache)
+        rois = bbox2roi([key_props])
+        cls_u, reg_u = head._bbox_forward((key,), (torch.cat([cached_maps, key]),), rois,
+                                          bbox2roi(ref_props + [key_props]), 4)
+        cls_c, reg_c = head._bbox_forward_cached((key,), rois, cache)
+    torch.testing.assert_close(cls_c, cls_u, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(reg_c, reg_u, rtol=1e-5, atol=1e-5)
+    assert len(uncached) == len(cached) == NUM_CLASSES
+    assert sum(len(a) for a in uncached) > 0
+    for a, b in zip(uncached, cached):
+        assert a.shape == b.shape and a.dtype == np.float32
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-4)
+    # rescale divides by the scale factor: boxes lie in the half-size original image
+    boxes = np.concatenate(uncached)
+    assert boxes[:, 2].max() <= IMG_W / 2 + 1e-3 and boxes[:, 3].max() <= IMG_H / 2 + 1e-3
+
+
+def test_simple_test_argument_errors(gen):
+    head = MODELS.build(roi_head_cfg()).eval()
+    key = random_maps(gen, 1)
+    meta = dict(img_shape=(IMG_H, IMG_W, 3), scale_factor=np.ones(4, dtype=np.float32))
+    cache = head.prepare_reference_cache((random_maps(gen, 2),), [random_boxes(gen, 3)] * 2)
+    with pytest.raises(ValueError, match='must be None'):
+        head.simple_test((key,), (key,), [random_boxes(gen, 4)], [random_boxes(gen, 4)], [meta],
+                         ref_cache=cache)
+    with pytest.raises(ValueError, match='one key frame'):
+        head.simple_test((random_maps(gen, 2),), None, [random_boxes(gen, 4)], None, [meta],
+                         ref_cache=cache)
+    empty = head.simple_test((key,), None, [torch.zeros(0, 5)], None, [meta], ref_cache=cache)
+    assert [a.shape for a in empty] == [(0, 5)] * NUM_CLASSES
+
+
+# ---------------------------------------------------------------------------- checkpoint layout
+def test_state_dict_matches_the_mmtracking_troi_r50_layout():
+    head = MODELS.build(roi_head_cfg(channels=512, fc=1024, num_classes=30, sampler_num=256))
+    assert isinstance(head, SelsaRoIHead)
+    head.init_weights()
+    expected = {
+        'bbox_roi_extractor.embed_network.conv.weight': (512, 512, 3, 3),
+        'bbox_roi_extractor.embed_network.conv.bias': (512,),
+        'bbox_head.fc_cls.weight': (31, 1024),
+        'bbox_head.fc_cls.bias': (31,),
+        'bbox_head.fc_reg.weight': (120, 1024),
+        'bbox_head.fc_reg.bias': (120,),
+        'bbox_head.shared_fcs.0.weight': (1024, 25088),
+        'bbox_head.shared_fcs.0.bias': (1024,),
+    }
+    for i in (1, 2):
+        expected[f'bbox_head.shared_fcs.{i}.weight'] = (1024, 1024)
+        expected[f'bbox_head.shared_fcs.{i}.bias'] = (1024,)
+    for i in range(3):
+        for layer in ('fc_embed', 'ref_fc_embed', 'fc', 'ref_fc'):
+            expected[f'bbox_head.aggregator.{i}.{layer}.weight'] = (1024, 1024)
+            expected[f'bbox_head.aggregator.{i}.{layer}.bias'] = (1024,)
+    state = {k: tuple(v.shape) for k, v in head.state_dict().items()}
+    assert state == expected
+    # SPEC 2.4 / 2.5 initialisation
+    conv = head.bbox_roi_extractor.embed_network.conv
+    assert conv.bias.abs().max() == 0
+    assert abs(conv.weight.std().item() - math.sqrt(2 / (512 * 9))) < 2e-3  # kaiming fan_out, relu
+    bbox_head = head.bbox_head
+    assert abs(bbox_head.fc_cls.weight.std().item() - 0.01) < 1e-3
+    assert abs(bbox_head.fc_reg.weight.std().item() - 0.001) < 1e-4
+    fc0 = bbox_head.shared_fcs[0].weight
+    bound = math.sqrt(6 / (25088 + 1024))  # xavier uniform
+    assert fc0.abs().max() <= bound and fc0.abs().max() > 0.9 * bound
+    for module in (bbox_head.fc_cls, bbox_head.fc_reg, *bbox_head.shared_fcs):
+        assert module.bias.abs().max() == 0
+    assert bbox_head.aggregator[0].fc.bias.abs().max() > 0  # PyTorch default Linear init
