@@ -1,6 +1,6 @@
 """Time SelsaRoIHead.simple_test cached vs uncached at TRoI R-50 sizes (random weights and maps).
 
-Usage (from the repository root): .venv/bin/python bench.py H W   (neck map size, e.g. 38 63)
+Usage (from the repository root): python benchmarks/bench_roi_head.py H W   (neck map size, e.g. 38 63)
 Each per-frame time is the minimum over 2 runs; wall and process CPU seconds.
 """
 import sys, time

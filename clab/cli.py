@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "test": ("clab.engine.test", "detect on every validation frame and compute mAP@50 and friends"),
     "robustness": ("clab.engine.robustness", "mAP@50 under each degradation and severity"),
     "demo": ("clab.demo", "the main job: synthetic set, its statistics, and the demo run"),
+    "reproduce": ("clab.runner", "run the notebooks of a papermill_params/*.yaml run"),
 }
 
 

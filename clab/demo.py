@@ -1,9 +1,12 @@
-"""The main job (``clab demo``): the synthetic video set and its statistics (DESIGN.md, "The embedded default").
+"""The main job, ``clab demo``: the six notebooks of ``papermill_params/demo.yaml`` (DESIGN.md, "The embedded
+default: a synthetic video set").
 
-Steps:
-1. generate the synthetic set under ``--data`` (skipped when its manifest already records this seed and
-   the default config, see ``clab.data.synthetic.is_current``);
-2. print the statistics of its train and val splits and write them to ``<out>/dataset_stats.json``.
+It is ``clab reproduce papermill_params/demo.yaml`` with three conveniences: ``--out results/demo`` names the
+run folder (RESULTS_DIR and RUN_NAME), ``--seed`` sets SEED (the synthetic set, the trainings and the
+degradations) and ``--data`` the synthetic set's folder (DATA_ROOT). On a CPU it generates the synthetic set,
+trains the TRoI baseline and CLAB, evaluates both, runs the ablation summary, the t-SNE of frame features and
+the robustness sweep, and writes ``<out>/README.md`` with the tables and figures. A second run skips what is
+done (see :mod:`clab.runner`).
 """
 from __future__ import annotations
 
@@ -12,45 +15,46 @@ import sys
 import time
 from pathlib import Path
 
-from clab.data.stats import dataset_statistics, format_statistics
-from clab.data.synthetic import SyntheticConfig, annotation_file, is_current, make_synthetic
-from clab.io import atomic_write_json
+from .params import NOTEBOOKS
+from .runner import REPO_ROOT, NotebookError, reproduce
 
-__all__ = ["run_demo", "add_arguments", "run"]
+__all__ = ["DEMO_PARAMETERS", "run_demo", "add_arguments", "run"]
+
+#: the parameter file of the main job
+DEMO_PARAMETERS = REPO_ROOT / "papermill_params" / "demo.yaml"
 
 
-def run_demo(out: str | Path = "results/demo", seed: int = 0, data: str | Path = "data/synthetic",
-             config: SyntheticConfig | None = None, verbose: bool = True) -> dict:
-    """Run the demo; returns ``{'data', 'generated', 'stats': {'train': ..., 'val': ...}}``."""
-    cfg = config or SyntheticConfig()
-    out, data = Path(out), Path(data)
-    t0 = time.perf_counter()
-    generated = not is_current(data, seed, cfg)
-    if generated:
-        make_synthetic(data, seed, cfg)
-    if verbose:
-        what = "generated" if generated else "reused (same seed and config)"
-        print(f"synthetic set {what}: {data} ({time.perf_counter() - t0:.1f} s)")
-    stats = {split: dataset_statistics(annotation_file(data, split)) for split in ("train", "val")}
-    if verbose:
-        for split, s in stats.items():
-            print(f"\n== synthetic {split} ==")
-            print(format_statistics(s))
-    atomic_write_json(out / "dataset_stats.json", {"seed": seed, "data": str(data), **stats}, indent=2)
-    return {"data": str(data), "generated": generated, "stats": stats}
+def run_demo(out: str | Path = "results/demo", seed: int | None = None, data: str | None = None,
+             only: list[str] | None = None, force: bool = False, timeout: int | None = None,
+             log_output: bool = False) -> Path:
+    """Run the demo notebooks into ``out`` (its parent is RESULTS_DIR, its name RUN_NAME); returns the run
+    folder. ``seed``/``data`` override SEED/DATA_ROOT of ``demo.yaml`` when given."""
+    out = Path(out)
+    overrides = [f"RUN_NAME={out.name}"]
+    if seed is not None:
+        overrides.append(f"SEED={int(seed)}")
+    if data is not None:
+        overrides.append(f"DATA_ROOT={data}")
+    return reproduce(DEMO_PARAMETERS, only, str(out.parent), force, overrides, timeout, log_output)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="results/demo", help="run folder (default: results/demo)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic set (default: 0)")
-    parser.add_argument("--data", default="data/synthetic", help="synthetic set folder (default: data/synthetic)")
+    parser.add_argument("--seed", type=int, default=None, help="SEED (default: demo.yaml's, 0)")
+    parser.add_argument("--data", default=None, help="synthetic set folder, DATA_ROOT (default: demo.yaml's)")
+    parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", choices=NOTEBOOKS,
+                        help="run only these notebooks")
+    parser.add_argument("--force", action="store_true", help="run notebooks even if done with the same parameters")
+    parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per notebook cell")
+    parser.add_argument("--log-output", action="store_true", help="also print the notebooks' output here")
 
 
 def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
     try:
-        run_demo(args.out, args.seed, args.data)
-    except (FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        run_dir = run_demo(args.out, args.seed, args.data, args.only, args.force, args.timeout, args.log_output)
+    except (ValueError, FileNotFoundError, NotebookError) as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"\nwrote {Path(args.out) / 'dataset_stats.json'}")
+    print(f"demo finished in {time.perf_counter() - t0:.0f} s: {run_dir / 'README.md'}")
     return 0
