@@ -1,0 +1,47 @@
+# Tiny TRoI baseline for the synthetic video set: the same SELSA + TRoI architecture shrunk to train on a
+# CPU in minutes (smoke runs, tests, demo). ResNet-18 at a quarter of the width with a dilated stride-8
+# output, a 64-channel neck, 128-wide box-head fcs, fewer proposals, random initialisation (no download).
+# Frames of 160x96 are resized to 256x154, so objects span about 20-70 px: anchors of 16, 32 and 64 px
+# at stride 8.
+_base_ = [
+    './_base_/models/selsa-troi_faster-rcnn_r50-dc5.py',
+    './_base_/datasets/synthetic-vid.py',
+    './_base_/default_runtime.py',
+]
+model = dict(
+    detector=dict(
+        backbone=dict(
+            depth=18,
+            base_channels=16,
+            out_indices=(3, ),
+            strides=(1, 2, 1, 1),
+            dilations=(1, 1, 2, 4),
+            init_cfg=None),
+        neck=dict(in_channels=[128], out_channels=64),
+        rpn_head=dict(
+            in_channels=64,
+            feat_channels=64,
+            anchor_generator=dict(scales=[2, 4, 8], strides=[8])),
+        roi_head=dict(
+            bbox_roi_extractor=dict(out_channels=64, featmap_strides=[8]),
+            bbox_head=dict(
+                in_channels=64,
+                fc_out_channels=128,
+                num_classes=6,
+                aggregator=dict(in_channels=128, num_attention_blocks=8))),
+        train_cfg=dict(
+            rpn_proposal=dict(nms_pre=1000, max_per_img=300),
+            rcnn=dict(sampler=dict(num=64))),
+        test_cfg=dict(rpn=dict(nms_pre=1000, max_per_img=100))))
+
+optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001)
+optimizer_config = dict(grad_clip=dict(max_norm=35, norm_type=2))
+lr_config = dict(
+    policy='step',
+    warmup='linear',
+    warmup_iters=50,
+    warmup_ratio=1.0 / 3,
+    step=[5])
+runner = dict(type='EpochBasedRunner', max_epochs=6)
+evaluation = dict(metric=['bbox'], interval=6)
+log_config = dict(interval=10)
