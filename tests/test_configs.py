@@ -132,9 +132,10 @@ def test_tiny_configs_build_and_run(name):
     if name.startswith("clab_"):
         sched = cfg.custom_hooks[0].schedule
         assert sched.unit == "fraction" and sched.length == 0.5
-    # a 160x96 frame resized as the pipeline does (256x154, padded to 256x160) gives a stride-8 map
-    x, tapped = model.extract_feat(torch.zeros(1, 3, 160, 256))
-    assert tuple(x[0].shape) == (1, 64, 20, 32)
+    # a 160x96 frame (kept at its size by the pipeline, already a multiple of 16) gives a stride-8 map
+    assert cfg.img_scale == (160, 96)
+    x, tapped = model.extract_feat(torch.zeros(1, 3, 96, 160))
+    assert tuple(x[0].shape) == (1, 64, 12, 20)
     assert (tapped is not None) == name.startswith("clab_")
     if tapped is not None:
         assert tapped.shape[1] == cfg.model.auxiliary.in_channels

@@ -6,7 +6,7 @@
 dataset_type = 'CocoVideoDataset'
 classes = ('disc', 'square', 'triangle', 'cross', 'ring', 'star')  # clab.data.synthetic.SYNTHETIC_CLASSES
 data_root = 'data/synthetic/'
-img_scale = (256, 160)
+img_scale = (160, 96)
 img_norm_cfg = dict(mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_rgb=True)
 train_pipeline = [
     dict(type='LoadMultiImagesFromFile'),
