@@ -18,24 +18,31 @@ from pathlib import Path
 from .params import NOTEBOOKS
 from .runner import REPO_ROOT, NotebookError, reproduce
 
-__all__ = ["DEMO_PARAMETERS", "run_demo", "add_arguments", "run"]
+__all__ = ["DEMO_PARAMETERS", "demo_overrides", "run_demo", "add_arguments", "run"]
 
 #: the parameter file of the main job
 DEMO_PARAMETERS = REPO_ROOT / "papermill_params" / "demo.yaml"
 
 
-def run_demo(out: str | Path = "results/demo", seed: int | None = None, data: str | None = None,
-             only: list[str] | None = None, force: bool = False, timeout: int | None = None,
-             log_output: bool = False) -> Path:
-    """Run the demo notebooks into ``out`` (its parent is RESULTS_DIR, its name RUN_NAME); returns the run
-    folder. ``seed``/``data`` override SEED/DATA_ROOT of ``demo.yaml`` when given."""
+def demo_overrides(out: str | Path = "results/demo", seed: int | None = None, data: str | None = None
+                   ) -> tuple[list[str], str]:
+    """``(--set overrides, --results-dir)`` of ``clab demo --out OUT [--seed S] [--data D]``: the run folder
+    ``out`` is RESULTS_DIR/RUN_NAME; ``seed``/``data`` override SEED/DATA_ROOT of ``demo.yaml`` when given."""
     out = Path(out)
     overrides = [f"RUN_NAME={out.name}"]
     if seed is not None:
         overrides.append(f"SEED={int(seed)}")
     if data is not None:
         overrides.append(f"DATA_ROOT={data}")
-    return reproduce(DEMO_PARAMETERS, only, str(out.parent), force, overrides, timeout, log_output)
+    return overrides, str(out.parent)
+
+
+def run_demo(out: str | Path = "results/demo", seed: int | None = None, data: str | None = None,
+             only: list[str] | None = None, force: bool = False, timeout: int | None = None,
+             log_output: bool = False) -> Path:
+    """Run the demo notebooks into ``out`` (see :func:`demo_overrides`); returns the run folder."""
+    overrides, results_dir = demo_overrides(out, seed, data)
+    return reproduce(DEMO_PARAMETERS, only, results_dir, force, overrides, timeout, log_output)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,22 +8,26 @@ notebook on what papermill injected (:func:`notebook_parameters`), so a typo fai
 parameter named, instead of being ignored.
 
 Relative paths in parameters (``DATA_ROOT``, ``RESULTS_DIR``, configs, checkpoints) are relative to the
-repository root, the folder the notebooks run in.
+repository root, the folder the notebooks run in. Every parameter is declared in the ``parameters`` cell of
+the notebooks that use it, except :data:`RUNNER_ONLY` ones, which set up the notebooks' processes.
 """
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["Param", "SCHEMA", "NOTEBOOKS", "MODEL_NAMES", "defaults", "check_parameters", "NotebookParameters",
+__all__ = ["Param", "SCHEMA", "NOTEBOOKS", "RUNNER_ONLY", "MODEL_NAMES", "defaults", "check_parameters", "NotebookParameters",
            "notebook_parameters", "load_parameter_file", "parse_override"]
 
 #: the notebooks of a run, in execution order (``notebooks/<name>.ipynb``)
 NOTEBOOKS: tuple[str, ...] = ("00_data_prep", "01_train", "02_evaluate", "03_ablations", "04_embeddings_tsne",
                               "05_robustness")
+#: parameters the runner applies itself (environment of the notebook kernels), declared by no notebook
+RUNNER_ONLY: tuple[str, ...] = ("CPU_THREADS",)
 #: the two models a run compares
 MODEL_NAMES: tuple[str, ...] = ("baseline", "clab")
 _DEGRADATIONS = ("motion_blur", "defocus_blur", "gaussian_noise", "occlusion", "jpeg_compression", "low_light")
@@ -85,6 +89,8 @@ SCHEMA: dict[str, Param] = {
     "RESULTS_DIR": Param(str, "results", "parent folder of run folders", check=_non_empty),
     "DEVICE": Param(str, "auto", "auto, cpu or cuda", check=_one_of("auto", "cpu", "cuda")),
     "GPUS": Param(int, 1, "GPUs for training and testing; > 1 runs them through torchrun", check=_at_least(1)),
+    "CPU_THREADS": Param(int, 0, "threads of each CPU process (OMP_NUM_THREADS) in a run; 0: the library default. "
+                         "1 is much steadier on a CPU shared with other work", check=_at_least(0)),
     "SEED": Param(int, 0, "random seed of the synthetic set, every training run and every degradation",
                   check=_at_least(0)),
     # data
@@ -204,11 +210,19 @@ def notebook_parameters(namespace: dict[str, Any], notebook: str) -> NotebookPar
 
     Returns the validated values of those globals (its ``parameters`` cell, as papermill overrode it). An
     unknown or mistyped parameter raises ``ValueError`` naming the notebook and the parameter.
+
+    It also makes the repository root the working directory when the kernel started elsewhere (JupyterLab
+    starts kernels in the notebook's folder; papermill runs them in the root), so relative paths in
+    parameters mean the same in both.
     """
     values = {k: v for k, v in namespace.items() if isinstance(k, str) and k.isupper() and not k.startswith("_")}
     checked = check_parameters(values, f"notebook {notebook}")
     result = NotebookParameters({k: checked[k] for k in values})
     result.notebook = notebook
+    root = Path(__file__).resolve().parents[1]
+    if (root / "notebooks").is_dir() and (root / "configs").is_dir() and Path.cwd().resolve() != root:
+        os.chdir(root)
+        print(f"working directory: {root} (relative paths in parameters are relative to it)")
     return result
 
 

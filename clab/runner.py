@@ -1,0 +1,319 @@
+"""``clab reproduce papermill_params/X.yaml``: run the notebooks of one run with papermill (STYLE 7-11).
+
+1. The parameter file (flat YAML, ``clab.params``) and ``--set KEY=VALUE`` overrides are validated, and the
+   notebooks, the Jupyter kernel and the config files are checked, before any notebook starts.
+2. ``notebooks/NN_name.ipynb`` run in order with papermill (kernel ``clab``, working directory = the
+   repository root, ``MPLBACKEND=agg``, ``OMP_NUM_THREADS=CPU_THREADS`` when set) into ``<RESULTS_DIR>/<RUN_NAME>/NN_name.ipynb``; the run's
+   parameters that a notebook declares in its ``parameters`` cell are injected after that cell.
+3. ``run_state.json`` records each notebook's status, time and fingerprint (the values of the parameters its
+   ``parameters`` cell declares, plus the notebook's own text). A rerun skips a notebook that finished with
+   the same fingerprint, unless ``--force`` or an earlier notebook ran again in this invocation.
+4. ``README.md`` in the run folder summarises the run: notebooks, the metrics table, tables, figures and
+   parameters. It is rewritten after every notebook, so it is current even when a notebook fails.
+
+A failing notebook stops the run with an error naming the notebook, the cell (index and execution count) and
+the exception; the executed copy with the traceback and everything finished before it are kept.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from .params import NOTEBOOKS, SCHEMA, check_parameters, load_parameter_file, parse_override
+
+__all__ = ["REPO_ROOT", "NotebookError", "parameters_cell", "resolve_parameters", "reproduce", "write_readme",
+           "add_arguments", "run"]
+
+#: the repository root: notebooks run there, and relative paths in parameters are relative to it
+REPO_ROOT = Path(__file__).resolve().parents[1]
+STATE_FILE = "run_state.json"
+
+
+class NotebookError(RuntimeError):
+    """A notebook of the run failed. Attributes name the notebook, the cell (0-based index in the source
+    notebook, and the execution count) and the error."""
+
+    def __init__(self, notebook: str, message: str, executed: Path, cell_index: int | None = None,
+                 exec_count: int | None = None, ename: str = "", evalue: str = ""):
+        self.notebook, self.executed = notebook, executed
+        self.cell_index, self.exec_count, self.ename, self.evalue = cell_index, exec_count, ename, evalue
+        super().__init__(message)
+
+
+def parameters_cell(notebook: str | Path) -> dict[str, Any]:
+    """``{NAME: value}`` of the notebook's one cell tagged ``parameters`` (literal assignments only)."""
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{notebook}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+    values = {}
+    for node in ast.parse(cells[0].source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            raise ValueError(f"{notebook}: the parameters cell may only hold NAME = literal lines, found "
+                             f"{ast.unparse(node)!r}")
+        try:
+            values[node.targets[0].id] = ast.literal_eval(node.value)
+        except ValueError as err:
+            raise ValueError(f"{notebook}: parameter {node.targets[0].id} is not a literal") from err
+    return values
+
+
+def resolve_parameters(param_file: str | Path, overrides: list[str] = (), results_dir: str | None = None
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(given, merged)``: the parameters the file and ``overrides`` set (validated), and those merged over
+    the defaults. ``results_dir`` (``--results-dir``, relative to the current folder) replaces RESULTS_DIR."""
+    given = load_parameter_file(param_file)
+    for text in overrides:
+        key, value = parse_override(text)
+        given[key] = value
+    if results_dir is not None:
+        given["RESULTS_DIR"] = str(Path(results_dir).resolve())
+    merged = check_parameters(given, f"{param_file} (with --set/--results-dir)")
+    return {k: merged[k] for k in given}, merged
+
+
+def _check_environment(merged: dict[str, Any], names: list[str], kernel_name: str) -> None:
+    """Everything that can be checked without running: notebooks, kernel, config files, checkpoints."""
+    for name in names:
+        path = REPO_ROOT / "notebooks" / f"{name}.ipynb"
+        if not path.is_file():
+            raise FileNotFoundError(f"notebook not found: {path}")
+        declared = parameters_cell(path)
+        unknown = sorted(set(declared) - set(SCHEMA))
+        if unknown:
+            raise ValueError(f"{path}: its parameters cell declares {unknown}, which clab.params.SCHEMA lacks")
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+    try:
+        KernelSpecManager().get_kernel_spec(kernel_name)
+    except NoSuchKernel as err:
+        raise ValueError(f"Jupyter kernel {kernel_name!r} is not registered; register it with "
+                         f"`python -m ipykernel install --user --name {kernel_name}`") from err
+    models = list(merged["MODELS"])
+    if any(merged[k] for k in ("ABLATION_WEIGHTS", "ABLATION_TEMPERATURES", "ABLATION_SCHEDULES",
+                               "ABLATION_STAGES")) and "03_ablations" in names:
+        models += [m for m in ("baseline", "clab") if m not in models]
+    for model in models:
+        key = f"CONFIG_{model.upper()}"
+        if not (REPO_ROOT / merged[key]).is_file():  # notebooks run in the repository root
+            raise FileNotFoundError(f"parameter {key}: config file not found: {merged[key]} (relative paths are "
+                                    f"relative to the repository root)")
+        if not merged["TRAIN"] and not merged[f"CHECKPOINT_{model.upper()}"]:
+            raise ValueError(f"TRAIN is false, so parameter CHECKPOINT_{model.upper()} must name a checkpoint")
+
+
+def _fingerprint(notebook: Path, merged: dict[str, Any]) -> str:
+    declared = sorted(parameters_cell(notebook))
+    payload = json.dumps({k: merged[k] for k in declared}, sort_keys=True) + notebook.read_text()
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _injected(notebook: Path, given: dict[str, Any]) -> dict[str, Any]:
+    """What papermill injects into ``notebook``: the run's parameters that its parameters cell declares."""
+    declared = parameters_cell(notebook)
+    return {k: v for k, v in given.items() if k in declared}
+
+
+def _kernel_environment(merged: dict[str, Any]) -> dict[str, str]:
+    """Environment of the notebook kernels: Agg plots, and CPU_THREADS threads per process when set."""
+    env = {"MPLBACKEND": "agg"}
+    if merged["CPU_THREADS"]:
+        env.update(OMP_NUM_THREADS=str(merged["CPU_THREADS"]), MKL_NUM_THREADS=str(merged["CPU_THREADS"]))
+    return env
+
+
+def _run_dir(merged: dict[str, Any]) -> Path:
+    results = Path(merged["RESULTS_DIR"])
+    return (results if results.is_absolute() else REPO_ROOT / results) / merged["RUN_NAME"]
+
+
+def _load_state(run_dir: Path) -> dict:
+    path = run_dir / STATE_FILE
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            pass
+    return {"notebooks": {}}
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _source_cell_index(notebook: Path, source: str, fallback: int) -> int:
+    """Index of the cell with ``source`` in the source notebook (papermill's index counts the injected cell)."""
+    import nbformat
+    cells = nbformat.read(str(notebook), as_version=4).cells
+    return next((i for i, c in enumerate(cells) if c.source == source), fallback)
+
+
+def _first_line(source: str) -> str:
+    lines = [line for line in (source or "").splitlines() if line.strip()]
+    return lines[0].strip() if lines else ""
+
+
+def reproduce(param_file: str | Path, only: list[str] | None = None, results_dir: str | None = None,
+              force: bool = False, overrides: list[str] = (), timeout: int | None = None,
+              log_output: bool = False, kernel_name: str = "clab", progress: bool = True) -> Path:
+    """Run the notebooks of ``param_file`` (all, or ``only`` these, in the canonical order); returns the run
+    folder. Raises ``ValueError``/``FileNotFoundError`` before anything runs for bad parameters or files, and
+    :class:`NotebookError` when a notebook fails. ``timeout``: seconds allowed per cell (None: no limit)."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    from .io import atomic_write_json
+
+    given, merged = resolve_parameters(param_file, list(overrides), results_dir)
+    unknown = sorted(set(only or []) - set(NOTEBOOKS))
+    if unknown:
+        raise ValueError(f"--only: unknown notebook(s) {unknown}; expected some of {list(NOTEBOOKS)}")
+    names = [n for n in NOTEBOOKS if not only or n in only]
+    _check_environment(merged, names, kernel_name)
+    run_dir = _run_dir(merged)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state = _load_state(run_dir)
+    state["parameter_file"] = str(param_file)
+    state["parameters"] = given
+    cascade = False
+    for i, name in enumerate(names, 1):
+        src = REPO_ROOT / "notebooks" / f"{name}.ipynb"
+        out = run_dir / f"{name}.ipynb"
+        fingerprint = _fingerprint(src, merged)
+        previous = state["notebooks"].get(name, {})
+        if (not force and not cascade and previous.get("status") == "ok"
+                and previous.get("fingerprint") == fingerprint and out.is_file()):
+            print(f"[{i}/{len(names)}] {name}: done before with the same parameters, skipped", flush=True)
+            continue
+        cascade = True
+        print(f"[{i}/{len(names)}] {name}: running -> {out}", flush=True)
+        t0 = time.perf_counter()
+        record: dict[str, Any] = {"fingerprint": fingerprint, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            with _environment(**_kernel_environment(merged)):
+                pm.execute_notebook(str(src), str(out), parameters=_injected(src, given),
+                                    kernel_name=kernel_name, cwd=str(REPO_ROOT), progress_bar=progress,
+                                    log_output=log_output, execution_timeout=timeout)
+        except PapermillExecutionError as err:
+            cell = _source_cell_index(src, err.source, err.cell_index)
+            record.update(status="failed", seconds=round(time.perf_counter() - t0, 1), cell_index=cell,
+                          exec_count=err.exec_count, error=f"{err.ename}: {err.evalue}")
+            state["notebooks"][name] = record
+            atomic_write_json(run_dir / STATE_FILE, state, indent=1)
+            write_readme(run_dir, given, merged, state)
+            raise NotebookError(
+                name, f"notebook {name} failed in cell {cell} of notebooks/{name}.ipynb (0-based; execution count "
+                f"{err.exec_count}, starting {_first_line(err.source)!r}): {err.ename}: {err.evalue}\n"
+                f"  the executed notebook with the traceback: {out}\n"
+                f"  notebooks that finished before it are kept in {run_dir}", out, cell,
+                err.exec_count, err.ename, err.evalue) from err
+        except Exception as err:  # kernel died, cell timeout, ...
+            record.update(status="failed", seconds=round(time.perf_counter() - t0, 1),
+                          error=f"{type(err).__name__}: {err}")
+            state["notebooks"][name] = record
+            atomic_write_json(run_dir / STATE_FILE, state, indent=1)
+            write_readme(run_dir, given, merged, state)
+            raise NotebookError(name, f"notebook {name} failed: {type(err).__name__}: {err}\n"
+                                f"  the partly executed notebook: {out}\n"
+                                f"  notebooks that finished before it are kept in {run_dir}", out) from err
+        record.update(status="ok", seconds=round(time.perf_counter() - t0, 1),
+                      finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+        state["notebooks"][name] = record
+        atomic_write_json(run_dir / STATE_FILE, state, indent=1)
+        write_readme(run_dir, given, merged, state)
+        print(f"[{i}/{len(names)}] {name}: done in {record['seconds']:.0f} s", flush=True)
+    write_readme(run_dir, given, merged, state)
+    return run_dir
+
+
+def _value_text(value: Any) -> str:
+    return "`" + json.dumps(value) + "`"
+
+
+def write_readme(run_dir: Path, given: dict[str, Any], merged: dict[str, Any], state: dict) -> Path:
+    """``<run>/README.md``: notebooks and their status, the main metrics table (``tables/main.md``) and the
+    paper comparison, links to every table and figure, and the parameters."""
+    from .engine.provenance import git_revision
+    from .io import atomic_write_text
+
+    run_dir = Path(run_dir)
+    lines = [f"# Run `{merged['RUN_NAME']}`", "",
+             f"Made by `clab reproduce {state.get('parameter_file', '')}` (git {git_revision() or 'unknown'}, "
+             f"{time.strftime('%Y-%m-%d %H:%M')}). Data set: {merged['DATASET']} (`{merged['DATA_ROOT']}`).", "",
+             "## Notebooks", "", "| notebook | status | seconds | note |", "| --- | --- | ---: | --- |"]
+    for name in NOTEBOOKS:
+        rec = state.get("notebooks", {}).get(name)
+        if rec is None:
+            continue
+        link = f"[{name}]({name}.ipynb)" if (run_dir / f"{name}.ipynb").is_file() else name
+        note = ""
+        if rec.get("status") == "failed":
+            cell = f"cell {rec['cell_index']} (0-based): " if rec.get("cell_index") is not None else ""
+            note = (cell + str(rec.get("error", ""))).replace("|", "\\|").replace("\n", " ")[:200]
+        lines.append(f"| {link} | {rec.get('status')} | {rec.get('seconds', '')} | {note} |")
+    tables = run_dir / "tables"
+    for table, title in (("main", "Results"), ("paper_comparison", "Beside the paper"),
+                         ("ablations", "Ablations"), ("robustness", "Robustness (mAP@50)")):
+        if (tables / f"{table}.md").is_file():
+            lines += ["", f"## {title}", "", (tables / f"{table}.md").read_text().strip()]
+    if tables.is_dir() and any(tables.glob("*.md")):
+        lines += ["", "## All tables", ""]
+        lines += [f"- [{p.stem}](tables/{p.name}) ([csv](tables/{p.stem}.csv))" for p in sorted(tables.glob("*.md"))]
+    figures = run_dir / "figures"
+    if figures.is_dir() and any(figures.glob("*.png")):
+        lines += ["", "## Figures", ""]
+        for p in sorted(figures.glob("*.png")):
+            lines += [f"### {p.stem}", "", f"![{p.stem}](figures/{p.name})", ""]
+    lines += ["", "## Parameters", "", "Set by the run (the others are at their defaults):", "",
+              "| parameter | value | meaning |", "| --- | --- | --- |"]
+    for key in SCHEMA:
+        if key in given:
+            lines.append(f"| {key} | {_value_text(merged[key])} | {SCHEMA[key].help} |")
+    path = run_dir / "README.md"
+    atomic_write_text(path, "\n".join(lines).rstrip() + "\n")
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("params", help="flat YAML parameter file, e.g. papermill_params/demo.yaml")
+    parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", choices=NOTEBOOKS,
+                        help=f"run only these notebooks (of {', '.join(NOTEBOOKS)})")
+    parser.add_argument("--results-dir", default=None, help="parent folder of the run folder (sets RESULTS_DIR)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one parameter (value read as YAML), e.g. --set SEED=1; repeatable; "
+                        "relative paths are relative to the repository root")
+    parser.add_argument("--force", action="store_true", help="run notebooks even if done with the same parameters")
+    parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per notebook cell")
+    parser.add_argument("--log-output", action="store_true", help="also print the notebooks' output here")
+    parser.add_argument("--kernel", default="clab", help="Jupyter kernel name (default: clab)")
+
+
+def run(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    try:
+        run_dir = reproduce(args.params, args.only, args.results_dir, args.force, args.overrides, args.timeout,
+                            args.log_output, args.kernel)
+    except (ValueError, FileNotFoundError, NotebookError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"run finished in {time.perf_counter() - t0:.0f} s: {run_dir / 'README.md'}")
+    return 0
