@@ -357,7 +357,7 @@ def test_synthetic_set_runs_through_the_config_pipelines(tmp_path):
     for i in range(len(train)):
         item = train[i]
         h, w = item["img_metas"].data["img_shape"][:2]
-        assert (h, w) == (154, 256) and item["img"].data.shape == (3, 160, 256)  # 160x96 frames, x1.6
+        assert (h, w) == (96, 160) and item["img"].data.shape == (3, 96, 160)  # 160x96 frames kept at their size
         assert item["ref_img"].data.shape[:2] == (2, 3)
         boxes = item["gt_bboxes"].data
         assert len(boxes) > 0 and (boxes[:, 2] <= w + 1e-3).all() and (boxes[:, 3] <= h + 1e-3).all()
