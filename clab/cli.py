@@ -17,7 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("clab.engine.train", "train a detector from a config (one device, or several with torchrun)"),
     "test": ("clab.engine.test", "detect on every validation frame and compute mAP@50 and friends"),
     "robustness": ("clab.engine.robustness", "mAP@50 under each degradation and severity"),
-    "demo": ("clab.demo", "the main job: synthetic set, its statistics, and the demo run"),
+    "demo": ("clab.demo", "the main job: the six notebooks of papermill_params/demo.yaml (clab reproduce)"),
     "reproduce": ("clab.runner", "run the notebooks of a papermill_params/*.yaml run"),
 }
 

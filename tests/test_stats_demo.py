@@ -144,21 +144,19 @@ def test_atomic_writes_and_load_json_errors(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- demo
-def test_demo_generates_once_and_writes_stats(tmp_path: Path, capsys) -> None:
+def test_demo_data_notebook_generates_once_and_writes_stats(tmp_path: Path) -> None:
+    """``clab demo --only 00_data_prep``: the synthetic set, its statistics and figures, reused on a rerun."""
     data, out = tmp_path / "data", tmp_path / "results" / "demo"
-    assert cli_main(["demo", "--out", str(out), "--seed", "0", "--data", str(data)]) == 0
-    printed = capsys.readouterr().out
-    assert "generated" in printed and "== synthetic train ==" in printed and "disc" in printed
+    args = ["demo", "--out", str(out), "--seed", "0", "--data", str(data), "--only", "00_data_prep"]
+    assert cli_main(args) == 0
     stats = json.loads((out / "dataset_stats.json").read_text())
-    assert stats["seed"] == 0 and stats["train"]["videos"] == 24 and stats["val"]["videos"] == 8
-    assert stats["train"] == json.loads(json.dumps(dataset_statistics(annotation_file(data, "train"))))
+    assert stats["seed"] == 0 and sorted(stats["files"]) == ["synthetic_vid_train", "synthetic_vid_val"]
+    train = stats["files"]["synthetic_vid_train"]
+    assert train["videos"] == 24 and stats["files"]["synthetic_vid_val"]["videos"] == 8
+    assert train == json.loads(json.dumps(dataset_statistics(annotation_file(data, "train"))))
+    assert (out / "figures" / "dataset_overview.png").stat().st_size > 0
+    assert json.loads((data / MANIFEST).read_text())["seed"] == 0
 
     stamp = annotation_file(data, "train").stat().st_mtime_ns
-    assert cli_main(["demo", "--out", str(out), "--seed", "0", "--data", str(data)]) == 0
-    assert "reused" in capsys.readouterr().out
+    assert cli_main(args) == 0                      # same parameters: nothing regenerated
     assert annotation_file(data, "train").stat().st_mtime_ns == stamp
-
-    assert cli_main(["demo", "--out", str(out), "--seed", "1", "--data", str(data)]) == 0
-    assert "generated" in capsys.readouterr().out
-    assert json.loads((data / MANIFEST).read_text())["seed"] == 1
-    assert json.loads((out / "dataset_stats.json").read_text())["seed"] == 1
