@@ -42,17 +42,6 @@ def torchrun(args: list[str], gpus: int) -> None:
         raise RuntimeError(f"torchrun clab {args[0]} failed with exit code {code}:\n{''.join(tail)}")
 
 
-def _reset_clab_logger() -> None:
-    """Forget the 'clab' logger's handlers, so the next training in this process logs to its own work dir
-    (mmcv's ``get_logger`` attaches a file handler only the first time a name is asked for)."""
-    from mmcv.utils.logging import logger_initialized
-    logger = logging.getLogger("clab")
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
-    logger_initialized.pop("clab", None)
-
-
 def train_model(config: str, work_dir: str | Path, options: list[str], *, gpus: int = 1, resume: bool = True,
                 seed: int = 0, device: str = "auto", progress: bool = True) -> str:
     """Train ``config`` into ``work_dir`` and return the path of its ``latest.pth``.
@@ -80,7 +69,6 @@ def train_model(config: str, work_dir: str | Path, options: list[str], *, gpus: 
         torchrun(args, gpus)
     else:
         from ..engine.train import train
-        _reset_clab_logger()
         mmcv_logger = logging.getLogger("mmcv")
         level = mmcv_logger.level
         mmcv_logger.setLevel(logging.WARNING)  # not the initialisation of every parameter into the notebook

@@ -92,7 +92,10 @@ def train(config: str, work_dir: str | None = None, cfg_options: dict | None = N
         raise FileNotFoundError(f"--resume: checkpoint not found: {resume}")
     os.makedirs(work_dir, exist_ok=True)
     timestamp = time.strftime("%Y%m%d_%H%M%S", time.localtime())
-    logger = get_logger("clab", log_file=os.path.join(work_dir, f"{timestamp}.log"))
+    # one logger per run: mmcv sets a logger up only once per name, so a second training in the same process
+    # (a notebook kernel) would otherwise keep writing into the first run's log file
+    logger = get_logger(f"train:{os.path.abspath(work_dir)}:{timestamp}",
+                        log_file=os.path.join(work_dir, f"{timestamp}.log"))
     seed = int(seed)
     if rank == 0:
         write_run_record(work_dir, cfg, seed, {"world_size": world_size, "resume": resume, "amp": amp,
