@@ -25,6 +25,8 @@ import torch
 from mmcv.runner import HOOKS, Hook, get_dist_info
 from mmcv.runner.checkpoint import get_state_dict, weights_to_cpu
 
+from ..io import atomic_open
+
 
 def _unwrap(model):
     return model.module if hasattr(model, "module") else model
@@ -47,17 +49,9 @@ class NonFiniteLossHook(Hook):
 
 
 def atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """``torch.save`` to ``path`` through a temporary file in the same folder (:func:`clab.io.atomic_open`)."""
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 @HOOKS.register_module()
