@@ -97,8 +97,9 @@ def run_test(cfg, checkpoint: str | None, out_dir: str, device: str = "auto", la
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     check_data_paths(cfg, ("test",))
-    distributed = _init_distributed(launcher, device) if launcher != "none" and not (
-        torch.distributed.is_available() and torch.distributed.is_initialized()) else launcher != "none"
+    distributed = launcher != "none"
+    if distributed and not torch.distributed.is_initialized():  # a robustness sweep tests many times
+        _init_distributed(launcher, device)
     rank, world_size = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed \
         else (0, 1)
     dataset = build_dataset(cfg.data.test, dict(test_mode=True))
