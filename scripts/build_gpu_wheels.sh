@@ -16,7 +16,7 @@ VENV=${VENV:-.venv-gpu-build}
 ARCH=${ARCH:-9.0}
 CUDA_HOME=${CUDA_HOME:-/usr/local/cuda}
 if [ -z "${PYTHON:-}" ]; then
-    if command -v python3.12 >/dev/null; then PYTHON=python3.12
+    if python3.12 -c "" >/dev/null 2>&1; then PYTHON=python3.12  # a pyenv shim exists even when 3.12 is not active
     elif command -v pyenv >/dev/null; then PYTHON="$(pyenv root)/versions/$(pyenv versions --bare | grep '^3\.12' | tail -1)/bin/python"
     else echo "need Python 3.12 (set PYTHON=...)" >&2; exit 2; fi
 fi
