@@ -12,7 +12,7 @@ import sys
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-synthetic": ("clab.data.synthetic", "generate the synthetic video set (JPEG frames + CocoVID json)"),
-    "convert-imagenet-vid": ("clab.data.imagenet_vid", "convert ILSVRC2015 VID/DET to CocoVID json"),
+    "convert-imagenet-vid": ("clab.data.converters.imagenet_vid", "convert ILSVRC2015 VID/DET to CocoVID json"),
     "dataset-stats": ("clab.data.stats", "print statistics of a CocoVID json"),
     "train": ("clab.engine.train", "train a detector from a config (one device, or several with torchrun)"),
     "test": ("clab.engine.test", "detect on every validation frame and compute mAP@50 and friends"),

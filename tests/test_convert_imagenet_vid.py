@@ -8,7 +8,7 @@ import pytest
 
 from clab.cli import main as cli_main
 from clab.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS
-from clab.data.imagenet_vid import ConversionError, convert
+from clab.data.converters.imagenet_vid import ConversionError, convert
 
 AIRPLANE, DOG, ZEBRA, CAR, BIRD = "n02691156", "n02084071", "n02391049", "n02958343", "n01503061"
 PERSON = "n00007846"  # a DET class outside the 30 VID classes
