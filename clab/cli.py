@@ -13,6 +13,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "make-synthetic": ("clab.data.synthetic", "generate the synthetic video set (JPEG frames + CocoVID json)"),
     "convert-imagenet-vid": ("clab.data.converters.imagenet_vid", "convert ILSVRC2015 VID/DET to CocoVID json"),
+    "convert-mot": ("clab.data.converters.mot", "convert MOT-challenge sequences (gt/gt.txt) to CocoVID json"),
+    "convert-cvat": ("clab.data.converters.cvat", "convert CVAT 'for video 1.1' XML exports to CocoVID json"),
+    "check-data": ("clab.data.check", "preflight: check an ILSVRC2015 tree or a CocoVID json before a long run"),
+    "infer-video": ("clab.inference", "detect on a video file or frame folder: annotated video + per-frame json"),
     "dataset-stats": ("clab.data.stats", "print statistics of a CocoVID json"),
     "train": ("clab.engine.train", "train a detector from a config (one device, or several with torchrun)"),
     "test": ("clab.engine.test", "detect on every validation frame and compute mAP@50 and friends"),

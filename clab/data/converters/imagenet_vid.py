@@ -41,11 +41,8 @@ from __future__ import annotations
 
 import argparse
 import glob
-import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
@@ -55,7 +52,7 @@ from typing import IO, Iterable, Iterator
 from tqdm import tqdm
 
 from clab.data.classes import IMAGENET_VID_CLASSES, IMAGENET_VID_WNIDS, OTHER_CATEGORY, WNID_TO_CATEGORY_ID
-from clab.io import atomic_open
+from clab.data.converters.streamed_json import StreamedJson
 
 __all__ = [
     "ConversionError", "LIST_FILES", "OUTPUT_FILES", "DET_OTHER_SUBSETS", "VideoEntry", "read_vid_list",
@@ -242,46 +239,6 @@ def parse_xml(path: str | os.PathLike, video: bool) -> tuple[int, int, list[dict
     return width, height, objects
 
 
-# ----------------------------------------------------------------------------------------------- writing
-class _StreamedCocoJson:
-    """Writes ``{"categories": ..., ["videos": ...,] "images": [...], "annotations": [...]}`` without
-    keeping images and annotations in memory: each record is serialised into a temporary file next to
-    the output as it comes, and the final file is assembled and moved into place on ``close``."""
-
-    def __init__(self, out: Path, head: dict) -> None:
-        self.out = out
-        self.head = head
-        out.parent.mkdir(parents=True, exist_ok=True)
-        self._parts = {k: tempfile.TemporaryFile("w+", encoding="utf-8", dir=out.parent)
-                       for k in ("images", "annotations")}
-        self._counts = {"images": 0, "annotations": 0}
-
-    def add(self, key: str, record: dict) -> None:
-        f = self._parts[key]
-        if self._counts[key]:
-            f.write(", ")
-        f.write(json.dumps(record))
-        self._counts[key] += 1
-
-    def close(self) -> None:
-        with atomic_open(self.out, "w") as f:
-            f.write("{")
-            for k, v in self.head.items():
-                f.write(f"{json.dumps(k)}: {json.dumps(v)}, ")
-            for i, key in enumerate(("images", "annotations")):
-                part = self._parts[key]
-                part.seek(0)
-                f.write(f'{", " if i else ""}"{key}": [')
-                shutil.copyfileobj(part, f, 1 << 20)
-                f.write("]")
-            f.write("}")
-        self.discard()
-
-    def discard(self) -> None:
-        for part in self._parts.values():
-            part.close()
-
-
 # ----------------------------------------------------------------------------------------------- VID
 def convert_vid(root: str | os.PathLike, videos: dict[str, VideoEntry], out_file: str | os.PathLike, *,
                 skip_unknown: bool = False, progress: bool = True) -> dict:
@@ -293,7 +250,7 @@ def convert_vid(root: str | os.PathLike, videos: dict[str, VideoEntry], out_file
     head = {"categories": vid_categories(),
             "videos": [{"id": i, "name": v.name, "vid_train_frames": list(v.train_frames)}
                        for i, v in enumerate(videos.values(), 1)]}
-    writer = _StreamedCocoJson(out_file, head)
+    writer = StreamedJson(out_file, head)
     img_id = ann_id = instance_id = 1
     no_objects = train_frames = 0
     t0 = time.perf_counter()
@@ -380,7 +337,7 @@ def convert_det(root: str | os.PathLike, entries: list[tuple[int, str]], out_fil
     listed = [(f"{name}.JPEG", root / "Annotations" / "DET" / f"{name}.xml") for _, name in entries]
     listed_names = {name for name, _ in listed}
     others = [(n, p) for n, p in _det_other_xmls(root, warn) if n not in listed_names]
-    writer = _StreamedCocoJson(out_file, {"categories": det_categories()})
+    writer = StreamedJson(out_file, {"categories": det_categories()})
     img_id = ann_id = 1
     no_objects = other = 0
     t0 = time.perf_counter()
