@@ -34,6 +34,7 @@ from pycocotools.cocoeval import COCOeval
 __all__ = [
     "COCO_STAT_NAMES", "MAX_DETS", "load_coco", "resolve_ids", "class_names", "normalize_det_results",
     "results_to_coco_json", "load_results", "run_cocoeval", "per_class_ap", "coco_bbox_metrics",
+    "coco_entries_metrics",
 ]
 
 # names of COCOeval.stats, in order, as mmdet names them
@@ -220,11 +221,18 @@ def coco_bbox_metrics(coco_gt: COCO | str | os.PathLike, det_results: Any,
     coco = load_coco(coco_gt)
     img_ids, cat_ids = resolve_ids(coco, img_ids, cat_ids)
     entries = results_to_coco_json(det_results, img_ids, cat_ids)   # validates det_results first
-    coco_dt = load_results(coco, entries)
+    return coco_entries_metrics(coco, entries, img_ids, cat_ids, classes, verbose)[0]
 
+
+def coco_entries_metrics(coco: COCO, entries: list[dict], img_ids: Sequence[int], cat_ids: Sequence[int],
+                         classes: Sequence[str] | None = None,
+                         verbose: bool = False) -> tuple[dict[str, Any], COCOeval]:
+    """:func:`coco_bbox_metrics` of COCO result entries (already checked); also returns the evaluated
+    ``COCOeval`` (its ``evalImgs`` hold the matching, reused by the bootstrap)."""
+    coco_dt = load_results(coco, entries)
     cocoeval = COCOeval(coco, coco_dt, "bbox")
-    cocoeval.params.catIds = cat_ids
-    cocoeval.params.imgIds = img_ids
+    cocoeval.params.catIds = list(cat_ids)
+    cocoeval.params.imgIds = list(img_ids)
     cocoeval.params.maxDets = list(MAX_DETS)
     cocoeval.params.iouThrs = IOU_THRS
     run_cocoeval(cocoeval, verbose=verbose)
@@ -238,4 +246,4 @@ def coco_bbox_metrics(coco_gt: COCO | str | os.PathLike, det_results: Any,
     names = class_names(coco, cat_ids, classes)
     metrics["AP50_per_class"] = dict(zip(names, per_class_ap(cocoeval, iou=0.5)))
     metrics["AP_per_class"] = dict(zip(names, per_class_ap(cocoeval, iou=None)))
-    return metrics
+    return metrics, cocoeval

@@ -43,7 +43,7 @@ def _as_values(values: Sequence[float], name: str) -> np.ndarray:
         raise ValueError(f"{name} is empty: need at least one value")
     bad = np.flatnonzero(~np.isfinite(array))
     if bad.size:
-        raise ValueError(f"{name}[{int(bad[0])}] is {array[bad[0]]!r}: every value must be finite")
+        raise ValueError(f"{name}[{int(bad[0])}] is {float(array[bad[0]])}: every value must be finite")
     return array
 
 
