@@ -372,7 +372,7 @@ def infer_video_file(model, input_path: str | os.PathLike, out: str | os.PathLik
         classes = [f"class_{i}" for i in range(num_classes)]
     t_start = time.perf_counter()
     source = open_video(input_path, fps=fps, max_frames=max_frames)
-    done, error, ref_ids = 0, None, None
+    done, error, finished = 0, None, False
     wait_s = draw_s = 0.0
     writer = VideoWriter(out, source.width, source.height, source.fps)
     js = None
@@ -399,21 +399,31 @@ def infer_video_file(model, input_path: str | os.PathLike, out: str | os.PathLik
                     js.add("detections", record)
             done = frame_id + 1
             t0 = time.perf_counter()
+        finished = True
     except VideoReadError as e:
         error = str(e)
+    except BaseException as e:  # e.g. KeyboardInterrupt: keep what was done, then re-raise
+        error = f"interrupted: {type(e).__name__}: {e}"
+        raise
     finally:
-        writer.close()
         source.close()
-        if js is not None:
-            if plan["method"] == "test_with_adaptive_stride" and source.num_frames:
-                from .data import ref_sampling
-                ref_ids = ref_sampling.test_with_adaptive_stride(source.num_frames, 0, plan["num_ref_imgs"])
-            js.head["model"]["reference_frames"] = ref_ids
-            js.close(tail=dict(num_frames=done, complete=error is None, error=error))
+        if done == 0 and not finished:   # nothing to keep: leave no empty video or json behind
+            writer.discard()
+            if js is not None:
+                js.discard()
+        else:
+            writer.close()
+            if js is not None:
+                ref_ids = None
+                if plan["method"] == "test_with_adaptive_stride" and source.num_frames:
+                    from .data import ref_sampling
+                    ref_ids = ref_sampling.test_with_adaptive_stride(source.num_frames, 0, plan["num_ref_imgs"])
+                js.head["model"]["reference_frames"] = ref_ids
+                js.close(tail=dict(num_frames=done, complete=finished, error=error))
     seconds = time.perf_counter() - t_start
     return dict(frames=done, seconds=seconds, fps=done / max(seconds, 1e-9), decode_seconds=source.decode_seconds,
                 model_seconds=max(0.0, wait_s - source.decode_seconds), draw_seconds=draw_s,
-                encode_seconds=writer.encode_seconds, complete=error is None, error=error, out=str(out),
+                encode_seconds=writer.encode_seconds, complete=finished, error=error, out=str(out),
                 json=None if json_path is None else str(json_path))
 
 

@@ -400,6 +400,19 @@ class VideoWriter:
             self.encode_seconds += time.perf_counter() - t0
         return self.path
 
+    def discard(self) -> None:
+        """Close without keeping anything: the temporary file is removed and ``path`` is left as it was."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            if self.backend == "av":
+                self._container.close()
+            else:
+                self._cv.release()
+        with contextlib.suppress(OSError):
+            self._tmp.unlink()
+
     def __enter__(self) -> "VideoWriter":
         return self
 

@@ -278,7 +278,8 @@ def run(args: argparse.Namespace) -> int:
     classes = _classes_arg(args.classes) if args.classes else None
     try:
         summary = convert(args.xml, classes, args.out, args.prefix, args.img_root, args.image_pattern,
-                          args.val_fraction, args.val_videos, args.seed, args.skip_unknown_labels)
+                          args.val_fraction, args.val_videos, args.seed, args.skip_unknown_labels,
+                          warn=sys.stderr)
     except (ConversionError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

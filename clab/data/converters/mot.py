@@ -318,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
     classes = _classes_arg(args.classes) if args.classes else list(MOT17_CLASSES)
     try:
         summary = convert(args.sequences, classes, args.out, args.prefix, args.img_root, args.val_fraction,
-                          args.val_videos, args.seed)
+                          args.val_videos, args.seed, warn=sys.stderr)
     except (ConversionError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
