@@ -36,8 +36,8 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {False: "selsa-troi_faster-rcnn_r50-dc5_7e_imagenetvid.py",
-           True: "clab_selsa-troi_faster-rcnn_r50-dc5_7e_imagenetvid.py"}
+CONFIGS = {False: "selsa-troi_faster-rcnn_r50-dc5_8xb2-7e_imagenetvid.py",
+           True: "clab_selsa-troi_faster-rcnn_r50-dc5_8xb2-7e_imagenetvid.py"}
 #: TRoI alone (frame-0 time, latency, memory), then CLAB and TRoI frame by frame in one process (ratio)
 TEST_CASES = ["test_troi_cached", "test_troi_uncached", "pair_cached", "pair_uncached"]
 #: CLAB alone at test time: its own memory and unpaired latency (--separate-clab)

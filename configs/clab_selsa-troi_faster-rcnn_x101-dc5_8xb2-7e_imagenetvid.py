@@ -1,5 +1,5 @@
 # CLAB with ResNeXt-101 64x4d DC5 (SPEC 1.2): the paper's 85.2 mAP@50 setting.
-_base_ = './clab_selsa-troi_faster-rcnn_r50-dc5_7e_imagenetvid.py'
+_base_ = './clab_selsa-troi_faster-rcnn_r50-dc5_8xb2-7e_imagenetvid.py'
 model = dict(
     detector=dict(
         backbone=dict(

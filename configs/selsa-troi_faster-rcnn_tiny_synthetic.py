@@ -53,5 +53,4 @@ lr_config = dict(
     warmup_ratio=1.0 / 3,
     step=[5])
 runner = dict(type='EpochBasedRunner', max_epochs=6)
-evaluation = dict(metric=['bbox'], interval=6)
 log_config = dict(interval=10)

@@ -1,5 +1,5 @@
 # TRoI baseline with ResNeXt-101 64x4d DC5 (SPEC 1.2).
-_base_ = './selsa-troi_faster-rcnn_r50-dc5_7e_imagenetvid.py'
+_base_ = './selsa-troi_faster-rcnn_r50-dc5_8xb2-7e_imagenetvid.py'
 model = dict(
     detector=dict(
         backbone=dict(

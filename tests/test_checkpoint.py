@@ -80,8 +80,8 @@ def troi_checkpoint(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def r50_models():
     torch.manual_seed(0)
-    return build_r50("clab_selsa-troi_faster-rcnn_r50-dc5_7e_imagenetvid.py"), \
-        build_r50("selsa-troi_faster-rcnn_r50-dc5_7e_imagenetvid.py")
+    return build_r50("clab_selsa-troi_faster-rcnn_r50-dc5_8xb2-7e_imagenetvid.py"), \
+        build_r50("selsa-troi_faster-rcnn_r50-dc5_8xb2-7e_imagenetvid.py")
 
 
 def test_r50_model_has_the_mmtracking_layout(r50_models):

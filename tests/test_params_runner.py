@@ -20,7 +20,7 @@ NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PARAM_DIR = REPO_ROOT / "papermill_params"
 TINY_CLAB = str(REPO_ROOT / "configs" / "clab_selsa-troi_faster-rcnn_tiny_synthetic.py")
 TINY_BASE = str(REPO_ROOT / "configs" / "selsa-troi_faster-rcnn_tiny_synthetic.py")
-R50_CLAB = str(REPO_ROOT / "configs" / "clab_selsa-troi_faster-rcnn_r50-dc5_7e_imagenetvid.py")
+R50_CLAB = str(REPO_ROOT / "configs" / "clab_selsa-troi_faster-rcnn_r50-dc5_8xb2-7e_imagenetvid.py")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -265,7 +265,7 @@ def test_ablation_config_moves_the_tapped_stage_and_builds():
     assert cfg.model.cab_stage == 2  # the original is untouched
     r50 = load_config(R50_CLAB)
     assert [stage_channels(r50.model.detector.backbone, s) for s in (0, 1, 2, 3)] == [256, 512, 1024, 2048]
-    x101 = load_config(str(REPO_ROOT / "configs" / "clab_selsa-troi_faster-rcnn_x101-dc5_7e_imagenetvid.py"))
+    x101 = load_config(str(REPO_ROOT / "configs" / "clab_selsa-troi_faster-rcnn_x101-dc5_8xb2-7e_imagenetvid.py"))
     assert stage_channels(x101.model.detector.backbone, 1) == 512
     with pytest.raises(ValueError, match="not a CLAB config"):
         ablation_config(load_config(TINY_BASE), weight=0.01)
@@ -393,8 +393,8 @@ def test_data_prep_converts_and_reads_a_miniature_imagenet_vid(tmp_path):
         jpeg.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(jpeg), np.full((h, w, 3), 128, np.uint8))
     params = {**defaults(), "DATASET": "imagenet_vid", "DATA_ROOT": str(root), "CONVERT_IMAGENET": True,
-              "CONFIG_BASELINE": "configs/selsa-troi_faster-rcnn_r50-dc5_7e_imagenetvid.py",
-              "CONFIG_CLAB": "configs/clab_selsa-troi_faster-rcnn_r50-dc5_7e_imagenetvid.py"}
+              "CONFIG_BASELINE": "configs/selsa-troi_faster-rcnn_r50-dc5_8xb2-7e_imagenetvid.py",
+              "CONFIG_CLAB": "configs/clab_selsa-troi_faster-rcnn_r50-dc5_8xb2-7e_imagenetvid.py"}
     with pytest.raises(FileNotFoundError, match="set CONVERT_IMAGENET: true"):
         data_prep.prepare_dataset({**params, "CONVERT_IMAGENET": False}, progress=False)
     summary = data_prep.prepare_dataset(params, progress=False)

@@ -2,8 +2,9 @@
 
 **Motion IoU** comes from :func:`clab.data.stats.motion_iou_per_annotation`: the mean IoU between a
 ground-truth box and the boxes of the same object (same ``video_id`` and ``instance_id``) in the frames
-within ±10 frames where that object is annotated; 0.0 (fast) for an object with no annotated neighbour, as
-FGFA's table counts an empty entry as 0; continuous IoU (no +1 pixel).
+within ±10 frames where that object is annotated; 1.0 (slow) for an object with no annotated neighbour, the
+rule FGFA's ground-truth table agrees with (evidence in :mod:`clab.evaluation.fgfa_motion`); continuous IoU
+(no +1 pixel).
 
 **Ranges** (:func:`clab.data.stats.motion_class`): ``fast = [0, 0.7)``, ``medium = [0.7, 0.9]``,
 ``slow = (0.9, 1]``: a partition, so each object is in exactly one range. FGFA uses closed intervals
@@ -16,8 +17,9 @@ ignored: a detection matched to an ignored object is neither TP nor FP, and igno
 in the recall denominator. The 'all' range ignores nothing and equals ``bbox_mAP_50`` of
 :func:`clab.evaluation.coco_metrics.coco_bbox_metrics` (unrounded).
 
-**Differences from FGFA's ``imagenet_vid_eval_motion.py``** (so numbers are comparable in trend, not
-digit for digit):
+This is the kit's COCO-style split (``metrics['speed']``). The split with FGFA's own protocol, comparable
+digit for digit with published slow/medium/fast numbers, is :mod:`clab.evaluation.fgfa_motion`
+(``vid_mAP_50_slow/medium/fast``). **Differences from FGFA's ``imagenet_vid_eval_motion.py``**:
 
 - matching threshold: here a fixed IoU 0.5; FGFA uses the ILSVRC per-object threshold
   ``min(0.5, wh / ((w + 10)(h + 10)))`` with +1-pixel widths and IoUs;
@@ -40,10 +42,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..data.stats import motion_class, motion_iou_per_annotation
+from .fgfa_motion import ISOLATED_MOTION_IOU
 from .coco_metrics import (MAX_DETS, class_names, load_coco, load_results, per_class_ap, resolve_ids,
                            results_to_coco_json, run_cocoeval)
 
-__all__ = ["SPEED_RANGES", "motion_iou_per_annotation", "speed_of", "speed_split_metrics"]
+__all__ = ["SPEED_RANGES", "motion_iou_per_annotation", "speed_of", "speed_split_metrics", "speed_split_entries"]
 
 SPEED_RANGES = ("slow", "medium", "fast")
 
@@ -86,7 +89,8 @@ def speed_split_metrics(coco_gt: COCO | str | os.PathLike, det_results: Any,
         img_ids: evaluated image ids (default: all, in file order).
         cat_ids: category id of each class index (default: all, in file order).
         motion_iou: ``{annotation id: motion IoU}``; computed with
-            :func:`clab.data.stats.motion_iou_per_annotation` when omitted.
+            :func:`clab.data.stats.motion_iou_per_annotation` when omitted (isolated objects 1.0, see
+            :mod:`clab.evaluation.fgfa_motion`).
         ranges: which of 'all', 'slow', 'medium', 'fast' to evaluate.
         classes: class names for the per-class keys (default: the json's category names).
 
@@ -102,8 +106,20 @@ def speed_split_metrics(coco_gt: COCO | str | os.PathLike, det_results: Any,
     coco = load_coco(coco_gt)
     img_ids, cat_ids = resolve_ids(coco, img_ids, cat_ids)
     entries = results_to_coco_json(det_results, img_ids, cat_ids)
+    return speed_split_entries(coco, entries, img_ids, cat_ids, motion_iou, ranges, classes)
+
+
+def speed_split_entries(coco: COCO, entries: list[dict], img_ids: Sequence[int], cat_ids: Sequence[int],
+                        motion_iou: Mapping[int, float] | None = None,
+                        ranges: Sequence[str] = ("all", "slow", "medium", "fast"),
+                        classes: Sequence[str] | None = None) -> dict[str, Any]:
+    """:func:`speed_split_metrics` of COCO result entries (already checked) on checked ids."""
+    unknown = [r for r in ranges if r != "all" and r not in SPEED_RANGES]
+    if unknown:
+        raise ValueError(f"ranges: unknown speed range(s) {unknown}; expected some of "
+                         f"{['all', *SPEED_RANGES]}")
     if motion_iou is None:
-        motion_iou = motion_iou_per_annotation(coco.dataset)
+        motion_iou = motion_iou_per_annotation(coco.dataset, isolated=ISOLATED_MOTION_IOU)
     evaluated = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=img_ids, catIds=cat_ids))]
     missing = [a["id"] for a in evaluated if a["id"] not in motion_iou]
     if missing:
