@@ -7,4 +7,8 @@ refer to them by ``type``.
 """
 __version__ = "0.1.0"
 
+from . import _quiet
+
+_quiet.install()  # before mmcv is imported: drops its release notice and torch's missing-CUDA note
+
 from . import data, models, schedules  # noqa: E402,F401  (registration side effects)
