@@ -7,9 +7,10 @@ mmtracking names them (``detector.backbone.conv1.weight``, ..., ``auxiliary.proj
 * :func:`load_checkpoint` reads with ``torch.load(weights_only=True)`` unless ``trust=True``: a file that
   holds anything but tensors and plain Python values (an older checkpoint with numpy values in ``meta``,
   say) is refused with an error that names the file; pass ``trust=True`` only for a file whose origin you
-  trust, since full unpickling can run code. It accepts mmtracking's SELSA/TRoI checkpoints: loading one into
-  a CLAB model leaves only the contrastive branch (``auxiliary.*``) uninitialised, which is the one
-  mismatch ``strict=True`` tolerates.
+  trust, since full unpickling can run code. A file that is not a checkpoint at all (random bytes, a
+  truncated download) is called corrupt and named (:class:`CorruptCheckpointError`). It accepts
+  mmtracking's SELSA/TRoI checkpoints: loading one into a CLAB model leaves only the contrastive branch
+  (``auxiliary.*``) uninitialised, which is the one mismatch ``strict=True`` tolerates.
 * :func:`save_checkpoint` writes atomically (temporary file in the same folder, then ``os.replace``) and
   refuses a ``meta`` that holds anything but primitives, so the file stays readable with
   ``weights_only=True``.
@@ -29,7 +30,7 @@ from torch import nn
 
 from .io import atomic_open
 
-__all__ = ["StateDictReport", "compare_state_dict", "load_checkpoint", "save_checkpoint",
+__all__ = ["StateDictReport", "CorruptCheckpointError", "compare_state_dict", "load_checkpoint", "save_checkpoint",
            "check_primitive", "TOLERATED_MISSING_PREFIXES"]
 
 logger = logging.getLogger(__name__)
@@ -108,21 +109,63 @@ def _is_url(name: str) -> bool:
     return urlparse(name).scheme in ("http", "https")
 
 
+class CorruptCheckpointError(ValueError):
+    """A file that is not a checkpoint at all: random bytes, a truncated download, another file type."""
+
+
+#: the first bytes of a checkpoint in torch's legacy (non-zip) format: a pickle (protocol 2) whose first
+#: object is torch's magic number 0x1950a86a20f9469cfc6c
+_LEGACY_HEAD = b"\x80\x02\x8a\x0a" + (0x1950a86a20f9469cfc6c).to_bytes(10, "little")
+
+
+def _whole_archive(path: str) -> bool:
+    """True when ``path`` is a complete torch checkpoint container: a zip archive whose members all pass
+    their CRC check and that holds a ``data.pkl``, or a file in torch's legacy format (its magic number)."""
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_HEAD))
+    if head == _LEGACY_HEAD:
+        return True
+    if not zipfile.is_zipfile(path):
+        return False
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            return any(n.endswith("/data.pkl") or n == "data.pkl" for n in names) and archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, EOFError):
+        return False
+
+
 def _read(filename: str, map_location, trust: bool) -> Any:
-    """``torch.load`` a local file or an http(s) URL (downloaded once into torch hub's cache)."""
+    """``torch.load`` a local file or an http(s) URL (downloaded once into torch hub's cache).
+
+    A local file that is not a readable checkpoint container at all raises :class:`CorruptCheckpointError`
+    naming it; a complete checkpoint that holds objects other than tensors and plain values (refused by
+    ``weights_only=True``) raises ``pickle.UnpicklingError`` with the ``trust=True`` advice.
+    """
     weights_only = not trust
+    if not _is_url(filename) and not os.path.isfile(filename):
+        raise FileNotFoundError(f"checkpoint file not found: {filename}")
     try:
         if _is_url(filename):
             return torch.hub.load_state_dict_from_url(filename, map_location=map_location, progress=True,
                                                       weights_only=weights_only)
-        if not os.path.isfile(filename):
-            raise FileNotFoundError(f"checkpoint file not found: {filename}")
         return torch.load(filename, map_location=map_location, weights_only=weights_only)
-    except pickle.UnpicklingError as e:
-        raise pickle.UnpicklingError(
-            f"checkpoint {filename} holds objects other than tensors and plain Python values, so it cannot "
-            f"be read with torch.load(weights_only=True). If you trust where the file comes from, load it "
-            f"with trust=True (full unpickling can run code). Original error: {e}") from e
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as e:
+        if not _is_url(filename) and not _whole_archive(filename):
+            size = os.path.getsize(filename)
+            raise CorruptCheckpointError(
+                f"checkpoint {filename} is corrupt: it is not a complete torch checkpoint ({size} bytes, neither "
+                f"an intact zip archive holding data.pkl nor torch's legacy format); a truncated download or a "
+                f"file of another kind? Download or train it again. ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''})") from e
+        if isinstance(e, pickle.UnpicklingError) and weights_only:
+            raise pickle.UnpicklingError(
+                f"checkpoint {filename} holds objects other than tensors and plain Python values, so it cannot "
+                f"be read with torch.load(weights_only=True). If you trust where the file comes from, load it "
+                f"with trust=True (full unpickling can run code). Original error: {e}") from e
+        raise
 
 
 def _extract_state_dict(checkpoint: Any, filename: str) -> "OrderedDict[str, torch.Tensor]":

@@ -14,7 +14,7 @@ from mmcv import Config
 from mmdet.models import build_detector
 
 import clab  # noqa: F401  (registries)
-from clab.checkpoint import compare_state_dict, load_checkpoint, save_checkpoint
+from clab.checkpoint import CorruptCheckpointError, compare_state_dict, load_checkpoint, save_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -219,3 +219,32 @@ def test_untrusted_pickles_are_refused_unless_trusted(tmp_path):
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
         load_checkpoint(tiny_model(), str(tmp_path / "nope.pth"))
+
+
+@pytest.mark.parametrize("damage", ["random", "truncated", "empty", "text"])
+def test_a_file_that_is_not_a_checkpoint_is_called_corrupt(tmp_path, damage):
+    model = tiny_model()
+    good = tmp_path / "good.pth"
+    save_checkpoint(model, str(good), meta=dict(epoch=1))
+    data = good.read_bytes()
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes({"random": np.random.default_rng(0).bytes(4096), "truncated": data[: len(data) // 2],
+                     "empty": b"", "text": b"<html>404 Not Found</html>\n"}[damage])
+    with pytest.raises(CorruptCheckpointError) as info:
+        load_checkpoint(model, str(bad))
+    message = str(info.value)
+    assert f"checkpoint {bad} is corrupt" in message and "trust=True" not in message
+    with pytest.raises(CorruptCheckpointError):            # trusting it does not help either
+        load_checkpoint(model, str(bad), trust=True)
+    assert load_checkpoint(model, str(good), strict=True)["meta"]["epoch"] == 1
+
+
+def test_legacy_format_with_numpy_meta_still_gets_the_trust_advice(tmp_path):
+    model = tiny_model()
+    path = tmp_path / "legacy.pth"
+    torch.save({"meta": {"epoch": np.int64(2)}, "state_dict": model.state_dict()}, path,
+               _use_new_zipfile_serialization=False)
+    with pytest.raises(pickle.UnpicklingError, match="trust=True") as info:
+        load_checkpoint(model, str(path))
+    assert not isinstance(info.value, CorruptCheckpointError)
+    assert int(load_checkpoint(model, str(path), trust=True)["meta"]["epoch"]) == 2
