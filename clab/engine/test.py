@@ -71,14 +71,11 @@ def _gather(results: dict, distributed: bool) -> dict:
     return merged
 
 
-def evaluate_detections(dataset, det_results: list) -> dict:
-    """COCO metrics (as mmdet computes them), AP@50 per class and the slow/medium/fast split."""
-    from ..evaluation.coco_metrics import coco_bbox_metrics
-    from ..evaluation.speed_split import speed_split_metrics
-    metrics = coco_bbox_metrics(dataset.coco, det_results, dataset.img_ids, dataset.cat_ids,
-                                classes=dataset.CLASSES)
-    metrics["speed"] = speed_split_metrics(dataset.coco, det_results, dataset.img_ids, dataset.cat_ids)
-    return metrics
+def evaluate_detections(dataset, det_results: list, matches_file: str | None = None, n_boot: int = 1000) -> dict:
+    """Every metric of :func:`clab.evaluation.evaluate.evaluate_entries` (COCO, VID devkit, motion splits,
+    bootstrap interval), so that ``clab evaluate`` on ``coco_results.json`` gives the same numbers."""
+    from ..evaluation.evaluate import evaluate_dataset
+    return evaluate_dataset(dataset, det_results, matches_file=matches_file, n_boot=n_boot)
 
 
 def run_test(cfg, checkpoint: str | None, out_dir: str, device: str = "auto", launcher: str = "none",
@@ -114,7 +111,8 @@ def run_test(cfg, checkpoint: str | None, out_dir: str, device: str = "auto", la
         return {}
     det_results = [merged[i]["det_bboxes"] if isinstance(merged[i], dict) else merged[i]
                    for i in range(len(dataset))]
-    metrics = evaluate_detections(dataset, det_results)
+    metrics = evaluate_detections(dataset, det_results, os.path.join(out_dir, "matches.npz") if write else None,
+                                  n_boot=1000 if write else 0)
     metrics.update(num_frames=len(dataset), fps=round(len(indices) / max(seconds, 1e-9), 3),
                    world_size=world_size, device=device, checkpoint=checkpoint)
     if write:
