@@ -25,7 +25,7 @@ __all__ = ["Param", "SCHEMA", "NOTEBOOKS", "RUNNER_ONLY", "MODEL_NAMES", "defaul
 
 #: the notebooks of a run, in execution order (``notebooks/<name>.ipynb``)
 NOTEBOOKS: tuple[str, ...] = ("00_data_prep", "01_train", "02_evaluate", "03_ablations", "04_embeddings_tsne",
-                              "05_robustness")
+                              "05_robustness", "06_explore")
 #: parameters the runner applies itself (environment of the notebook kernels), declared by no notebook
 RUNNER_ONLY: tuple[str, ...] = ("CPU_THREADS",)
 #: the two models a run compares
@@ -138,6 +138,10 @@ SCHEMA: dict[str, Param] = {
                                check=_at_least(0)),
     "DRAW_FRAMES": Param(int, 4, "degraded frames drawn with their detections", check=_at_least(0)),
     "SCORE_THR": Param(float, 0.3, "score threshold of drawn detections", check=_between(0.0, 1.0)),
+    # explorer (06)
+    "RUN_DIR": Param(str, "", "run folder the explorer opens ('': RESULTS_DIR/RUN_NAME); its recorded "
+                     "parameters are used"),
+    "EXPLORE_VIDEO": Param(str, "", "video the explorer shows first ('': the first validation video)"),
 }
 
 
