@@ -133,19 +133,24 @@ class ContrastiveHead(BaseModule):
                 must pass the same M.
 
         Returns:
-            Tensor[] = ``loss_weight * NT-Xent`` over the global batch (its value); in W > 1 processes the
-            gradient is W times that of the value (see the module docstring).
+            Tensor[] float32 = ``loss_weight * NT-Xent`` over the global batch (its value), computed in fp32
+            with autocast off, also under mixed precision; in W > 1 processes the gradient is W times that of
+            the value (see the module docstring).
         """
         if embeddings.dim() != 2 or labels.dim() != 1 or labels.shape[0] != embeddings.shape[0]:
             raise ValueError(f"ContrastiveHead.loss: expected embeddings Tensor[M, D] and labels Tensor[M], "
                              f"got {tuple(embeddings.shape)} and {tuple(labels.shape)}")
         _, world_size = _world()
-        if world_size > 1:
-            scaled = DistributedLossWrapper(self.ntxent)(embeddings, labels)   # W * NT-Xent(global)
-            # value NT-Xent(global), gradient of W * NT-Xent(global)
-            value = scaled - scaled.detach() * (1.0 - 1.0 / world_size)
-        else:
-            value = self.ntxent(embeddings, labels)
+        # NT-Xent in fp32 whatever the forward ran in: under --amp (autocast) the embeddings are fp16, and the
+        # exp(s / 0.1) of fp16 similarities loses the precision the loss needs (and can overflow)
+        embeddings = embeddings.float()
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            if world_size > 1:
+                scaled = DistributedLossWrapper(self.ntxent)(embeddings, labels)   # W * NT-Xent(global)
+                # value NT-Xent(global), gradient of W * NT-Xent(global)
+                value = scaled - scaled.detach() * (1.0 - 1.0 / world_size)
+            else:
+                value = self.ntxent(embeddings, labels)
         return value * self.loss_weight
 
     def forward_train(self, key_feats: Tensor, ref_feats: Tensor | Sequence[Tensor]) -> dict[str, Tensor]:
