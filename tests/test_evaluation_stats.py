@@ -10,8 +10,9 @@ import pytest
 from pycocotools.coco import COCO
 
 from clab.evaluation.bootstrap import (coco_ap101, load_match_table, match_detections, save_match_table,
-                                       table_map, video_bootstrap)
-from clab.evaluation.coco_metrics import coco_bbox_metrics
+                                       table_from_cocoeval, table_from_entries, table_map, units_of_images,
+                                       video_bootstrap)
+from clab.evaluation.coco_metrics import coco_bbox_metrics, results_to_coco_json
 from clab.evaluation.stats import paired_seed_difference, seed_summary
 
 
@@ -158,6 +159,26 @@ def test_point_estimate_and_replicates_equal_cocoeval_on_the_resampled_set():
         coco_b, results_b = _materialise(coco, results, counts)
         expected = coco_bbox_metrics(coco_b, results_b)["coco_stats"]["mAP_50"]
         assert table_map(table, counts[None, :].astype(float))[0][0] == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("max_dets", [1000, 2])
+def test_array_matching_equals_cocoeval_decisions(max_dets):
+    from pycocotools.cocoeval import COCOeval
+    rng = np.random.default_rng(4)
+    coco, results = _random_videos(rng, n_videos=8, frames=6)
+    img_ids, cat_ids = coco.getImgIds(), coco.getCatIds()
+    entries = results_to_coco_json(results, img_ids, cat_ids)
+    ev = COCOeval(coco, coco.loadRes(entries) if entries else None, "bbox")
+    ev.params.maxDets, ev.params.iouThrs = [max_dets], np.array([0.5])
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev.evaluate()
+    units, names = units_of_images(coco, img_ids)
+    expected = table_from_cocoeval(ev, units, names, cat_ids, ["c1", "c2", "c3"])
+    got = table_from_entries(coco, entries, img_ids, cat_ids, ["c1", "c2", "c3"], max_dets=max_dets)
+    assert any(a.get("iscrowd") for a in coco.dataset["annotations"])      # crowds are exercised
+    for key in ("scores", "tp", "units", "class_offsets", "npos"):
+        assert np.array_equal(getattr(got, key), getattr(expected, key)), key
+    assert got.unit_names == expected.unit_names
 
 
 def test_coco_ap101_hand_values():

@@ -8,8 +8,9 @@ model over another, both models are scored on the *same* drawn videos in every r
 of the difference accounts for the videos both models find hard.
 
 **Match once, resample counts.** Matching detections to ground truth happens inside a frame, so it does
-not change when videos are resampled. :func:`match_detections` runs pycocotools' ``COCOeval`` once (IoU 0.5,
-area 'all', at most 1000 detections per frame and class, as ``bbox_mAP_50`` uses them) and keeps, per
+not change when videos are resampled. :func:`match_detections` matches once as pycocotools' ``COCOeval``
+does (IoU 0.5, area 'all', at most 1000 detections per frame and class, as ``bbox_mAP_50`` uses them;
+:mod:`clab.evaluation.coco_match`, or :func:`table_from_cocoeval` from a finished ``COCOeval``) and keeps, per
 class, every counted detection in COCO's score order with its video and whether it is a true positive
 (detections matched to an ignored or crowd object are dropped, as COCO drops them), plus the number of
 counted ground truths per video and class: a :class:`MatchTable`. A replicate only needs per-video
@@ -26,8 +27,6 @@ never lie on the precision envelope).
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -38,9 +37,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval, Params
 
 from ..io import atomic_open
-from .coco_metrics import MAX_DETS, class_names, load_coco, load_results, resolve_ids, results_to_coco_json
+from .coco_match import IGNORED, TP, match_coco
+from .coco_metrics import MAX_DETS, class_names, load_coco, resolve_ids, results_to_coco_json
 
-__all__ = ["MatchTable", "units_of_images", "match_detections", "table_from_cocoeval", "coco_ap101",
+__all__ = ["MatchTable", "units_of_images", "match_detections", "table_from_entries", "table_from_cocoeval",
+           "coco_ap101",
            "table_map", "video_bootstrap", "save_match_table", "load_match_table"]
 
 #: COCO's 101 recall thresholds 0.00, 0.01, ..., 1.00, exactly as pycocotools builds them
@@ -164,6 +165,10 @@ def match_detections(coco: COCO | str | os.PathLike, det_results: Any, img_ids: 
                      classes: Sequence[str] | None = None) -> MatchTable:
     """Match one model's detections to the ground truth once, as COCO does (see module docstring).
 
+    The matching is :func:`clab.evaluation.coco_match.match_coco` (``COCOeval``'s decisions from arrays,
+    without its per-detection dicts); :func:`table_from_cocoeval` gives the same table from a ``COCOeval``
+    that has already run.
+
     Args:
         coco: ground truth, a pycocotools ``COCO`` or the path of a CocoVID / COCO json.
         det_results: mmdet format: per image (in ``img_ids`` order) a list (per class, in ``cat_ids`` order)
@@ -176,18 +181,25 @@ def match_detections(coco: COCO | str | os.PathLike, det_results: Any, img_ids: 
     coco = load_coco(coco)
     img_ids, cat_ids = resolve_ids(coco, img_ids, cat_ids)
     entries = results_to_coco_json(det_results, img_ids, cat_ids)
-    cocoeval = COCOeval(coco, load_results(coco, entries), "bbox")
-    cocoeval.params.catIds = list(cat_ids)
-    cocoeval.params.imgIds = list(img_ids)
-    cocoeval.params.maxDets = [MAX_DETS[-1]]
-    cocoeval.params.iouThrs = np.array([float(iou_thr)])
-    cocoeval.params.areaRng = [[0.0, 1e5 ** 2]]
-    cocoeval.params.areaRngLbl = ["all"]
-    with contextlib.redirect_stdout(io.StringIO()):
-        cocoeval.evaluate()
-    unit_of_image, unit_names = units_of_images(coco, img_ids)
-    return table_from_cocoeval(cocoeval, unit_of_image, unit_names, cat_ids, class_names(coco, cat_ids, classes),
-                               iou_thr)
+    return table_from_entries(coco, entries, img_ids, cat_ids, class_names(coco, cat_ids, classes), iou_thr)
+
+
+def table_from_entries(coco: COCO, entries: Sequence[Mapping[str, Any]], img_ids: Sequence[int],
+                       cat_ids: Sequence[int], classes: Sequence[str], iou_thr: float = 0.5,
+                       max_dets: int = MAX_DETS[-1]) -> MatchTable:
+    """:class:`MatchTable` of checked COCO result entries (``bbox`` ``[x, y, w, h]``), counting at most
+    ``max_dets`` detections per frame and class."""
+    m = match_coco(coco, entries, img_ids, cat_ids, iou_thr=iou_thr, max_dets=max_dets)
+    unit_of_image, unit_names = units_of_images(coco, m.img_ids)
+    unit_of_index = np.asarray([unit_of_image[i] for i in m.img_ids], np.int64)
+    counted = m.status != IGNORED
+    label = m.label[counted]
+    npos = np.zeros((len(unit_names), len(cat_ids)), np.int64)
+    np.add.at(npos, (unit_of_index[m.gt_image[m.gt_counted]], m.gt_label[m.gt_counted]), 1)
+    offsets = np.searchsorted(label, np.arange(len(cat_ids) + 1))
+    return MatchTable(scores=m.score[counted], tp=m.status[counted] == TP, units=unit_of_index[m.image[counted]],
+                      class_offsets=offsets.astype(np.int64), npos=npos, unit_names=unit_names,
+                      cat_ids=[int(c) for c in cat_ids], classes=[str(n) for n in classes], iou_thr=float(iou_thr))
 
 
 def coco_ap101(tp_cum: np.ndarray, fp_cum: np.ndarray, npos: np.ndarray) -> np.ndarray:
