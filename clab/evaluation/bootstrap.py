@@ -20,10 +20,12 @@ interpolated AP is evaluated on them. With all weights 1 this is, operation for 
 :func:`clab.evaluation.coco_metrics.coco_bbox_metrics` (unrounded; the two differ only by the order in
 which the 101 x classes precision values are summed, about 1e-16).
 
-Two exact savings: false positives ranked below a class's last true positive cannot change its AP and
-are dropped; copies of a drawn video share one weight instead of being materialised (copies of equal
-score may then be ordered differently than in a materialised concatenation, which only moves points that
-never lie on the precision envelope).
+Exact savings: the precision envelope only takes values at true positives, so a replicate needs the
+weighted counts at the true positives only: cumulative true positives, and cumulative false positives
+through a sparse (true positive x video) count of the false positives ranked just before each one, times
+the weights (false positives below the last true positive drop out). Copies of a drawn video share one
+weight instead of being materialised (copies of equal score may then be ordered differently than in a
+materialised concatenation, which only moves points that never lie on the precision envelope).
 """
 from __future__ import annotations
 
@@ -233,13 +235,20 @@ def coco_ap101(tp_cum: np.ndarray, fp_cum: np.ndarray, npos: np.ndarray) -> np.n
     return out
 
 
-def _class_arrays(table: MatchTable, c: int) -> tuple[np.ndarray, np.ndarray]:
-    """(tp as float64, units) of class ``c`` without the false positives below its last true positive."""
+def _class_parts(table: MatchTable, c: int):
+    """What the AP of class ``c`` depends on: the unit of each true positive, in score order (T,), and a
+    sparse (T, U) count of the false positives ranked after true positive ``k - 1`` and before ``k``, per
+    unit (false positives below the last true positive dropped). ``None`` without a true positive."""
+    from scipy.sparse import csr_matrix
     sl = table.class_slice(c)
-    tp = table.tp[sl]
-    hits = np.flatnonzero(tp)
-    end = int(hits[-1]) + 1 if hits.size else 0
-    return tp[:end].astype(np.float64), table.units[sl][:end]
+    tp, units = table.tp[sl], table.units[sl]
+    tp_pos = np.flatnonzero(tp)
+    if tp_pos.size == 0:
+        return None
+    fp_pos = np.flatnonzero(~tp[:tp_pos[-1] + 1])
+    segment = np.searchsorted(tp_pos, fp_pos)               # the true positive each false positive precedes
+    fp_counts = csr_matrix((np.ones(fp_pos.size), (segment, units[fp_pos])), shape=(tp_pos.size, table.num_units))
+    return units[tp_pos], fp_counts
 
 
 def table_map(table: MatchTable, weights: np.ndarray | None = None,
@@ -265,20 +274,20 @@ def table_map(table: MatchTable, weights: np.ndarray | None = None,
     ap = np.full((n_rows, n_classes), np.nan)
     npos = weights @ table.npos.astype(np.float64)                       # (B, C)
     for c in range(n_classes):
-        tp, units = _class_arrays(table, c)
         rows = np.flatnonzero(npos[:, c] > 0)
         if rows.size == 0:
             continue
-        if tp.size == 0:
+        parts = _class_parts(table, c)
+        if parts is None:
             ap[rows, c] = 0.0
             continue
-        step = max(1, max_elements // tp.size)
+        tp_units, fp_counts = parts
+        step = max(1, max_elements // tp_units.size)
         for start in range(0, rows.size, step):
-            r = rows[start:start + step]
-            w = weights[np.ix_(r, units)] if units.size else np.zeros((r.size, 0))   # (b, D)
-            tp_cum = np.cumsum(w * tp, axis=1)
-            fp_cum = np.cumsum(w * (1.0 - tp), axis=1)
-            ap[r, c] = coco_ap101(tp_cum, fp_cum, npos[r, c])
+            w = weights[rows[start:start + step]]                               # (b, U)
+            tp_cum = np.cumsum(w[:, tp_units], axis=1)                          # (b, T)
+            fp_cum = np.cumsum(np.asarray(fp_counts @ w.T).T, axis=1)           # (b, T)
+            ap[rows[start:start + step], c] = coco_ap101(tp_cum, fp_cum, npos[rows[start:start + step], c])
     with np.errstate(invalid="ignore"):
         valid = ~np.isnan(ap)
         mean = np.where(valid.any(axis=1), np.nansum(ap, axis=1) / np.maximum(valid.sum(axis=1), 1), np.nan)

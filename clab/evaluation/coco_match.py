@@ -24,7 +24,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["TP", "FP", "IGNORED", "CocoMatch", "coco_iou", "match_coco"]
+__all__ = ["TP", "FP", "IGNORED", "CocoMatch", "coco_iou", "match_coco", "match_coco_arrays"]
 
 TP, FP, IGNORED = 1, 0, -1
 _AREA_ALL = (0.0, 1e5 ** 2)
@@ -51,6 +51,17 @@ class CocoMatch:
     img_ids: list[int]
 
 
+def _lookup(index: dict[int, int], ids: np.ndarray) -> np.ndarray:
+    """Position of each id in ``index`` (-1 for an id not in it), vectorised."""
+    keys = np.fromiter(index.keys(), np.int64, len(index))
+    values = np.fromiter(index.values(), np.int64, len(index))
+    order = np.argsort(keys)
+    keys, values = keys[order], values[order]
+    pos = np.clip(np.searchsorted(keys, ids), 0, max(len(keys) - 1, 0))
+    found = (keys[pos] == ids) if len(keys) else np.zeros(len(ids), bool)
+    return np.where(found, values[pos] if len(keys) else -1, -1)
+
+
 def coco_iou(det: np.ndarray, gt: np.ndarray, crowd: np.ndarray) -> np.ndarray:
     """Row-wise IoU of ``[x, y, w, h]`` boxes with pycocotools' arithmetic (``maskApi.c: bbIou``), (N,)."""
     w = np.minimum(det[:, 2] + det[:, 0], gt[:, 2] + gt[:, 0]) - np.maximum(det[:, 0], gt[:, 0])
@@ -72,10 +83,28 @@ def match_coco(coco, entries: Sequence[Mapping[str, Any]], img_ids: Sequence[int
         img_ids, cat_ids: evaluated frames and categories (class index = position in ``cat_ids``).
         iou_thr: the IoU threshold; max_dets: detections kept per frame and class.
     """
+    d_img_ids = np.asarray([e["image_id"] for e in entries], np.int64)
+    d_cat_ids = np.asarray([e["category_id"] for e in entries], np.int64)
+    d_arr = np.asarray([e["bbox"] for e in entries], np.float64).reshape(-1, 4)
+    d_score = np.asarray([e["score"] for e in entries], np.float64)
+    return match_coco_arrays(coco, d_img_ids, d_cat_ids, d_arr, d_score, img_ids, cat_ids, iou_thr, max_dets)
+
+
+def match_coco_arrays(coco, det_image_ids: np.ndarray, det_cat_ids: np.ndarray, det_xywh: np.ndarray,
+                      det_scores: np.ndarray, img_ids: Sequence[int], cat_ids: Sequence[int],
+                      iou_thr: float = 0.5, max_dets: int = 1000) -> CocoMatch:
+    """:func:`match_coco` of detections given as columns: image id (D,), category id (D,), boxes
+    ``[x, y, w, h]`` (D, 4) and scores (D,), in result-file order (it breaks score ties)."""
     img_ids = sorted(int(i) for i in img_ids)
     img_index = {i: n for n, i in enumerate(img_ids)}
     cat_index = {int(c): n for n, c in enumerate(cat_ids)}
     n_classes = len(cat_index)
+    img_lut = _lookup(img_index, det_image_ids)
+    cat_lut = _lookup(cat_index, det_cat_ids)
+    kept = (img_lut >= 0) & (cat_lut >= 0)
+    d_arr = np.asarray(det_xywh, np.float64).reshape(-1, 4)[kept]
+    d_score = np.asarray(det_scores, np.float64)[kept]
+    d_group = img_lut[kept] * n_classes + cat_lut[kept]
 
     # objects, in COCOeval's order within a (frame, class) group: counted first, then file order
     rows = [(img_index[i], cat_index[a["category_id"]], *a["bbox"], bool(a.get("iscrowd", 0)),
@@ -92,11 +121,6 @@ def match_coco(coco, entries: Sequence[Mapping[str, Any]], img_ids: Sequence[int
     g_arr, g_group, g_crowd, g_ignored = g_arr[g_order], g_group[g_order], g_crowd[g_order], g_ignored[g_order]
     g_img, g_lab = g_img[g_order], g_lab[g_order]
 
-    kept = [e for e in entries if e["image_id"] in img_index and e["category_id"] in cat_index]
-    d_arr = np.asarray([e["bbox"] for e in kept], np.float64).reshape(-1, 4)
-    d_score = np.asarray([e["score"] for e in kept], np.float64)
-    d_group = np.asarray([img_index[e["image_id"]] * n_classes + cat_index[e["category_id"]] for e in kept],
-                         np.int64)
     d_order = np.lexsort((-d_score, d_group))              # group, then score descending, stable
     d_arr, d_score, d_group = d_arr[d_order], d_score[d_order], d_group[d_order]
     if d_group.size:                                       # at most max_dets per group
