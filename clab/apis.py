@@ -111,8 +111,10 @@ def inference_vid(model, img, frame_id: int,
         ``{'det_bboxes': [num_classes ndarrays (k, 5)]}``, x1, y1, x2, y2, score in ``img`` pixels.
     """
     import mmcv
-    from mmcv.parallel import collate, scatter
+    from mmcv.parallel import collate
     from mmdet.datasets.pipelines import Compose
+
+    from .engine.launch import to_model_device
 
     cfg = getattr(model, "cfg", None)
     if cfg is None:
@@ -150,8 +152,6 @@ def inference_vid(model, img, frame_id: int,
         frames.append(_frame(image, frame_id, filename))
 
     data = Compose(pipeline_cfg[1:])(frames)
-    data = collate([data], samples_per_gpu=1)
-    device = next(model.parameters()).device
-    data = scatter(data, [device.index or 0] if device.type == "cuda" else [-1])[0]
+    data = to_model_device(collate([data], samples_per_gpu=1), model)   # the device of the model's weights
     with torch.no_grad():
         return model(return_loss=False, rescale=True, **data)

@@ -5,7 +5,7 @@ from functools import partial
 
 from mmcv.parallel import collate
 from mmcv.runner import get_dist_info
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 
 def build_train_loader(dataset, samples_per_gpu: int, workers_per_gpu: int, seed: int | None,
@@ -43,3 +43,30 @@ def video_shards(dataset, world_size: int) -> list[list[int]]:
     for frames in sorted(videos.values(), key=len, reverse=True):
         min(shards, key=len).extend(frames)
     return [sorted(s) for s in shards]
+
+
+class OrderedIndices(Sampler):
+    """A sampler that yields exactly ``indices``, in the given order (no shuffling, no padding)."""
+
+    def __init__(self, indices):
+        self.indices = [int(i) for i in indices]
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def build_test_loader(dataset, indices, workers: int = 0) -> DataLoader:
+    """One collated frame per batch for ``indices`` (a :func:`video_shards` shard), in that order.
+
+    With ``workers > 0`` frames are decoded ahead in worker processes; PyTorch's loader returns batches in
+    sampler order whatever the workers' timing, so a video's frames still arrive frame 0 first, one video
+    after the other, as the per-video reference cache requires.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"data.workers_per_gpu: expected an integer >= 0, got {workers!r}")
+    return DataLoader(dataset, batch_size=1, sampler=OrderedIndices(indices), num_workers=workers,
+                      collate_fn=partial(collate, samples_per_gpu=1), pin_memory=False, shuffle=False,
+                      persistent_workers=False, prefetch_factor=4 if workers else None)

@@ -27,14 +27,20 @@ class CPUDistributedDataParallel(MMDistributedDataParallel):
 
 
 def wrap_model(model, device: str, distributed: bool, find_unused_parameters: bool = False):
-    """Wrap ``model`` for mmcv runners: DDP (NCCL on GPUs, gloo on CPUs) or single-device DP."""
-    import torch
-    if distributed and device == "cuda":
-        return MMDistributedDataParallel(model.cuda(), device_ids=[torch.cuda.current_device()],
-                                         broadcast_buffers=False, find_unused_parameters=find_unused_parameters)
+    """Wrap ``model`` for mmcv runners: DDP (NCCL on GPUs, gloo on CPUs) or single-device DP.
+
+    ``device`` is ``'cpu'``, ``'cuda'`` (the process's current CUDA device, which
+    :func:`clab.engine.launch.init_distributed` sets to its local rank) or ``'cuda:N'``.
+    """
+    from .launch import local_device
+    target = local_device(device)
+    if target.type == "cuda":
+        model = model.to(target)
+        if distributed:
+            return MMDistributedDataParallel(model, device_ids=[target.index], broadcast_buffers=False,
+                                             find_unused_parameters=find_unused_parameters)
+        return MMDataParallel(model, device_ids=[target.index])
     if distributed:
         return CPUDistributedDataParallel(model, broadcast_buffers=False,
                                           find_unused_parameters=find_unused_parameters)
-    if device == "cuda":
-        return MMDataParallel(model.cuda(), device_ids=[0])
     return MMDataParallel(model, device_ids=None)

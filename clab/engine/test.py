@@ -1,7 +1,10 @@
 """``clab test CONFIG CHECKPOINT``: detections for every validation frame in video order, and their metrics.
 
 Frames are processed one at a time in video order, so the detector's per-video reference cache is built
-once per video. With ``torchrun ... --launcher pytorch`` whole videos are split across processes.
+once per video; loader workers (``data.workers_per_gpu``) decode frames ahead, in order. With
+``torchrun ... --launcher pytorch`` (or ``srun ... --launcher slurm``) whole videos are split across
+processes, every batch goes to the device of its process's model, and the detections are gathered to rank 0,
+which alone evaluates and writes.
 Writes, into ``--out``: ``coco_results.json`` (COCO detections), ``metrics.json`` (``bbox_mAP_50`` and the
 other COCO numbers, AP@50 per class, the slow/medium/fast split, frames per second) and ``provenance.json``.
 
@@ -17,6 +20,7 @@ import os
 import time
 
 from .config import DictAction, check_data_paths, load_config
+from .launch import LAUNCHERS, dist_info, gather_to_rank0, init_distributed, local_device, to_model_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,13 +28,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="checkpoint path or URL (mmtracking TRoI checkpoints load too)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--cfg-options", nargs="+", action=DictAction, default={})
-    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none")
+    parser.add_argument("--launcher", choices=list(LAUNCHERS), default="none")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--max-frames", type=int, default=None, help="only the first N frames (quick checks)")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def build_model_for_test(cfg, checkpoint: str | None, device: str, classes):
+    """The model of ``cfg`` with ``checkpoint`` loaded, in eval mode on this process's ``device``
+    (:func:`clab.engine.launch.local_device`)."""
     from mmdet.models import build_detector
 
     from ..checkpoint import load_checkpoint
@@ -39,32 +45,49 @@ def build_model_for_test(cfg, checkpoint: str | None, device: str, classes):
     if checkpoint:
         load_checkpoint(model, checkpoint, map_location="cpu")
     model.CLASSES = classes
-    return model.to(device).eval()
+    return model.to(local_device(device)).eval()
 
 
-def infer_frames(model, dataset, indices, device: str, progress: bool = True) -> tuple[dict, float]:
-    """Run the model on ``indices`` (whole videos, in order); returns ({index: result}, seconds)."""
+def infer_frames(model, dataset, indices, device: str | None = None, progress: bool = True,
+                 workers: int = 0) -> tuple[dict, float]:
+    """Run the model on ``indices`` (whole videos, in order); returns ({index: result}, seconds).
+
+    Every batch goes to the device of ``model``'s parameters (``device`` is accepted for older callers and
+    ignored). ``workers`` loader processes decode frames ahead, in order. The model's per-video cache is
+    freed at the end.
+    """
     import torch
-    from mmcv.parallel import collate, scatter
     from tqdm.auto import tqdm
 
+    from .loaders import build_test_loader
+
     results = {}
+    loader = build_test_loader(dataset, indices, workers)
     start = time.perf_counter()
-    for idx in tqdm(indices, desc="test", unit="frame", disable=not progress, mininterval=1.0):
-        batch = scatter(collate([dataset[idx]], samples_per_gpu=1), [0 if device == "cuda" else -1])[0]
-        with torch.no_grad():
-            results[idx] = model(return_loss=False, rescale=True, **batch)
-    if device == "cuda":
-        torch.cuda.synchronize()
+    try:
+        for idx, batch in tqdm(zip(indices, loader), total=len(indices), desc="test", unit="frame",
+                               disable=not progress, mininterval=1.0):
+            batch = to_model_device(batch, model)
+            with torch.no_grad():
+                results[idx] = model(return_loss=False, rescale=True, **batch)
+    finally:
+        reset = getattr(model, "reset_video_memo", None)
+        if callable(reset):
+            reset()                     # the reference cache (~0.8 GB on a GPU at 600x1000) goes now
+    for param in model.parameters():
+        if param.device.type == "cuda":
+            torch.cuda.synchronize(param.device)
+        break
     return results, time.perf_counter() - start
 
 
-def _gather(results: dict, distributed: bool) -> dict:
+def _gather(results: dict, distributed: bool) -> dict | None:
+    """All processes' ``{index: result}`` merged on rank 0; None on the other ranks."""
     if not distributed:
         return results
-    import torch.distributed as dist
-    parts = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, results)
+    parts = gather_to_rank0(results)
+    if parts is None:
+        return None
     merged = {}
     for part in parts:
         merged.update(part)
@@ -87,25 +110,25 @@ def run_test(cfg, checkpoint: str | None, out_dir: str, device: str = "auto", la
     import clab  # noqa: F401
     from ..evaluation.coco_metrics import results_to_coco_json
     from ..io import atomic_write_json
+    from .launch import resolve_device, setup_multi_processes
     from .loaders import video_shards
     from .provenance import write_run_record
-    from .train import _init_distributed
 
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     check_data_paths(cfg, ("test",))
-    distributed = launcher != "none"
-    if distributed and not torch.distributed.is_initialized():  # a robustness sweep tests many times
-        _init_distributed(launcher, device)
-    rank, world_size = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if distributed \
-        else (0, 1)
+    setup_multi_processes(cfg)
+    # joins the group once; a robustness sweep tests many times in the same processes
+    distributed = init_distributed(launcher, device)
+    rank, world_size = dist_info() if distributed else (0, 1)
     dataset = build_dataset(cfg.data.test, dict(test_mode=True))
     if max_frames:
         dataset.data_infos = dataset.data_infos[:max_frames]
         dataset.img_ids = dataset.img_ids[:max_frames]
     model = build_model_for_test(cfg, checkpoint, device, dataset.CLASSES)
     indices = video_shards(dataset, world_size)[rank]
-    partial, seconds = infer_frames(model, dataset, indices, device, progress and rank == 0)
+    workers = int(cfg.data.get("workers_per_gpu", 0))
+    partial, seconds = infer_frames(model, dataset, indices, progress=progress and rank == 0, workers=workers)
+    del model
     merged = _gather(partial, distributed)
     if rank != 0:
         return {}

@@ -2,6 +2,11 @@
 
 One process:      ``clab train configs/X.py --work-dir work_dirs/X``
 Several GPUs:     ``torchrun --nproc_per_node 8 -m clab train configs/X.py --launcher pytorch``
+Several nodes:    ``torchrun --nnodes 2 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint HOST:29500 -m clab
+                  train ...`` on every node, or ``srun ... python -m clab train ... --launcher slurm``
+                  (``scripts/slurm_train.sh``)
+Other GPU counts: ``--accumulate K`` (gradient accumulation) or ``--auto-scale-lr`` keep the config's recipe
+                  (``auto_scale_lr.base_batch_size``; see :mod:`clab.engine.scaling`)
 Resume:           ``clab train configs/X.py --work-dir work_dirs/X --resume auto`` (or a checkpoint path)
 
 The work dir receives ``config.py`` (resolved), ``provenance.json`` (git revision, package versions, seed,
@@ -14,10 +19,12 @@ import argparse
 import os
 import random
 import time
+import warnings
 
-from mmcv.runner import DistSamplerSeedHook, build_optimizer, build_runner, get_dist_info, init_dist
+from mmcv.runner import DistSamplerSeedHook, build_optimizer, build_runner, get_dist_info
 
 from .config import DictAction, check_data_paths, load_config
+from .launch import LAUNCHERS, init_distributed, resolve_device, setup_multi_processes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,9 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", help="checkpoint to resume from, or 'auto' for <work-dir>/latest.pth")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms")
-    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none",
-                        help="'pytorch' when started by torchrun (NCCL on GPUs, gloo on CPUs)")
-    parser.add_argument("--amp", action="store_true", help="mixed precision (GPU only)")
+    parser.add_argument("--launcher", choices=list(LAUNCHERS), default="none",
+                        help="'pytorch' when started by torchrun, 'slurm' when started by srun "
+                             "(NCCL on GPUs, gloo on CPUs)")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision (GPU only): mmcv fp16 with a dynamic loss scale")
+    parser.add_argument("--accumulate", type=int, default=1,
+                        help="sum the gradients of K iterations per optimizer step (keeps the global batch "
+                             "on fewer GPUs)")
+    parser.add_argument("--auto-scale-lr", action="store_true",
+                        help="scale the lr linearly with global batch / auto_scale_lr.base_batch_size")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -48,21 +62,9 @@ def set_random_seed(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _init_distributed(launcher: str, device: str) -> bool:
-    if launcher == "none":
-        return False
-    import torch
-    backend = "nccl" if device == "cuda" else "gloo"
-    if device == "cuda":
-        init_dist("pytorch", backend=backend)
-    else:  # mmcv's init_dist always binds a CUDA device; on CPUs the process group alone is enough
-        torch.distributed.init_process_group(backend=backend)
-    return True
-
-
 def train(config: str, work_dir: str | None = None, cfg_options: dict | None = None, resume: str | None = None,
           seed: int = 0, deterministic: bool = False, launcher: str = "none", amp: bool = False,
-          device: str = "auto", progress: bool = True):
+          device: str = "auto", progress: bool = True, accumulate: int = 1, auto_scale_lr: bool = False):
     """Train the model of ``config``; returns the work dir. See the module docstring."""
     import torch
     from mmcv.utils import get_logger
@@ -73,15 +75,18 @@ def train(config: str, work_dir: str | None = None, cfg_options: dict | None = N
     from .hooks import (AtomicCheckpointHook, EpochSeedHook, JsonlLoggerHook, NonFiniteLossHook,
                         ProgressBarHook)
     from .provenance import write_run_record
+    from .scaling import apply_plan, optimizer_hook, plan_batch
 
     cfg = load_config(config, cfg_options)          # unknown keys fail here, before anything is built
     check_data_paths(cfg, ("train",))                # so does a missing data root
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if amp and device != "cuda":
+    device = resolve_device(device)
+    if amp and not device.startswith("cuda"):
         raise ValueError("--amp needs a CUDA device")
-    distributed = _init_distributed(launcher, device)
+    setup_multi_processes(cfg)                       # mp start method and OpenCV threads, before any group
+    distributed = init_distributed(launcher, device)
     rank, world_size = get_dist_info()
+    plan = plan_batch(cfg, world_size, accumulate, auto_scale_lr)
+    apply_plan(cfg, plan)
     work_dir = work_dir or cfg.get("work_dir") or os.path.join(
         "work_dirs", os.path.splitext(os.path.basename(config))[0])
     cfg.work_dir = work_dir
@@ -97,9 +102,14 @@ def train(config: str, work_dir: str | None = None, cfg_options: dict | None = N
     logger = get_logger(f"train:{os.path.abspath(work_dir)}:{timestamp}",
                         log_file=os.path.join(work_dir, f"{timestamp}.log"))
     seed = int(seed)
+    if plan.warning and rank == 0:
+        warnings.warn(plan.warning)
+        logger.warning(plan.warning)
     if rank == 0:
         write_run_record(work_dir, cfg, seed, {"world_size": world_size, "resume": resume, "amp": amp,
-                                               "deterministic": deterministic})
+                                               "deterministic": deterministic, "accumulate": accumulate,
+                                               "global_batch": plan.global_batch, "lr": plan.lr,
+                                               "base_batch": plan.base_batch})
     set_random_seed(seed + rank, deterministic)
 
     datasets = [build_dataset(cfg.data.train)]
@@ -119,11 +129,9 @@ def train(config: str, work_dir: str | None = None, cfg_options: dict | None = N
     runner = build_runner(cfg.runner, default_args=dict(model=model, optimizer=optimizer, work_dir=work_dir,
                                                         logger=logger, meta=meta))
     runner.timestamp = timestamp
-    optimizer_config = cfg.optimizer_config
-    if amp:
-        from mmcv.runner import Fp16OptimizerHook
-        optimizer_config = Fp16OptimizerHook(**cfg.optimizer_config, loss_scale="dynamic",
-                                             distributed=distributed)
+    # fp16 (mmcv wraps the model with wrap_fp16_model in before_run: fp16_enabled on, autocast in the
+    # auto_fp16-decorated forward), gradient accumulation, or both
+    optimizer_config = optimizer_hook(cfg, accumulate, amp, distributed)
     runner.register_training_hooks(cfg.lr_config, optimizer_config, None, cfg.log_config,
                                    cfg.get("momentum_config"), custom_hooks_config=cfg.get("custom_hooks"))
     runner.register_hook(NonFiniteLossHook(), priority="HIGH")      # before the optimizer step
@@ -148,5 +156,6 @@ def train(config: str, work_dir: str | None = None, cfg_options: dict | None = N
 
 def run(args) -> int:
     train(args.config, args.work_dir, args.cfg_options, args.resume, args.seed, args.deterministic,
-          args.launcher, args.amp, args.device, progress=not args.no_progress)
+          args.launcher, args.amp, args.device, progress=not args.no_progress, accumulate=args.accumulate,
+          auto_scale_lr=args.auto_scale_lr)
     return 0
