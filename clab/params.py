@@ -27,7 +27,7 @@ __all__ = ["Param", "SCHEMA", "NOTEBOOKS", "RUNNER_ONLY", "MODEL_NAMES", "defaul
 NOTEBOOKS: tuple[str, ...] = ("00_data_prep", "01_train", "02_evaluate", "03_ablations", "04_embeddings_tsne",
                               "05_robustness", "06_explore")
 #: parameters the runner applies itself (environment of the notebook kernels), declared by no notebook
-RUNNER_ONLY: tuple[str, ...] = ("CPU_THREADS",)
+RUNNER_ONLY: tuple[str, ...] = ("CPU_THREADS", "LAUNCHER", "NODES", "GPUS_PER_NODE")
 #: the two models a run compares
 MODEL_NAMES: tuple[str, ...] = ("baseline", "clab")
 _DEGRADATIONS = ("motion_blur", "defocus_blur", "gaussian_noise", "occlusion", "jpeg_compression", "low_light")
@@ -89,6 +89,11 @@ SCHEMA: dict[str, Param] = {
     "RESULTS_DIR": Param(str, "results", "parent folder of run folders", check=_non_empty),
     "DEVICE": Param(str, "auto", "auto, cpu or cuda", check=_one_of("auto", "cpu", "cuda")),
     "GPUS": Param(int, 1, "GPUs for training and testing; > 1 runs them through torchrun", check=_at_least(1)),
+    "LAUNCHER": Param(str, "pytorch", "how trainings and tests with GPUS > 1 start: pytorch (torchrun) or slurm "
+                      "(srun, inside an allocation); none refuses them", check=_one_of("none", "pytorch", "slurm")),
+    "NODES": Param(int, 1, "machines of a run with GPUS > 1 (> 1: torchrun --nnodes started by srun, or srun)",
+                   check=_at_least(1)),
+    "GPUS_PER_NODE": Param(int, 0, "processes per machine of a run with GPUS > 1; 0: GPUS", check=_at_least(0)),
     "CPU_THREADS": Param(int, 0, "threads of each CPU process (OMP_NUM_THREADS) in a run; 0: the library default. "
                          "1 is much steadier on a CPU shared with other work", check=_at_least(0)),
     "SEED": Param(int, 0, "random seed of the synthetic set, every training run and every degradation",

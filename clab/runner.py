@@ -197,6 +197,8 @@ def reproduce(param_file: str | Path, only: list[str] | None = None, results_dir
     cascade = False
     for i, name in enumerate(names, 1):
         src = REPO_ROOT / "notebooks" / f"{name}.ipynb"
+    from .engine.launch import launch_environment
+    env.update(launch_environment(merged))       # how torchrun/srun start multi-GPU trainings and tests
         out = run_dir / f"{name}.ipynb"
         fingerprint = _fingerprint(src, merged)
         previous = state["notebooks"].get(name, {})

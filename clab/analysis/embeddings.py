@@ -58,6 +58,7 @@ def extract_features(model, dataset, indices: list[int], device: str = "cpu") ->
     out_indices = list(getattr(backbone, "out_indices", [len(backbone.res_layers) - 1]))
     tap = out_indices.index(model.cab_stage) if getattr(model, "with_auxiliary", False) else None
     pooled, embedded = [], []
+    device = next(model.parameters()).device    # the model's device, whatever ``device`` says
     with torch.no_grad():
         for idx in indices:
             img = dataset[idx]["img"]

@@ -3,14 +3,13 @@
 One device: ``clab.engine.train.train`` runs inside the calling process (the notebook's kernel). Several GPUs
 (``GPUS > 1``): the same command line goes through ``torchrun``
 (``python -m torch.distributed.run --standalone --nproc_per_node GPUS -m clab train ... --launcher pytorch``)
-and its output is streamed into the notebook.
+and its output is streamed into the notebook. ``LAUNCHER: slurm`` runs it through ``srun`` inside an allocation
+and ``NODES`` / ``GPUS_PER_NODE`` spread it over machines (:func:`clab.engine.launch.launch_command`).
 """
 from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,22 +23,18 @@ __all__ = ["torchrun", "train_model", "train_models", "read_training_log", "trai
 
 
 def torchrun(args: list[str], gpus: int) -> None:
-    """Run ``clab <args>`` in ``gpus`` processes through torchrun, printing its output as it comes.
+    """Run ``clab <args>`` in ``gpus`` processes per node through torchrun, printing its output as it comes.
 
-    Raises ``RuntimeError`` with the last lines of output when a process fails.
+    ``clab reproduce`` passes the run's ``LAUNCHER`` / ``NODES`` / ``GPUS_PER_NODE`` in the environment
+    (:func:`clab.engine.launch.launch_from_environment`): ``slurm`` runs the command through ``srun``,
+    ``NODES > 1`` spreads it over machines, ``GPUS_PER_NODE`` (when > 0) replaces ``gpus``
+    (:func:`clab.engine.launch.run_clab`). Raises ``RuntimeError`` with the last lines of output when a
+    process fails.
     """
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
-           "-m", "clab", *args]
-    print("$", " ".join(cmd), flush=True)
-    tail: list[str] = []
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            print(line, end="", flush=True)
-            tail = (tail + [line])[-40:]
-        code = proc.wait()
-    if code != 0:
-        raise RuntimeError(f"torchrun clab {args[0]} failed with exit code {code}:\n{''.join(tail)}")
+    from ..engine.launch import launch_from_environment, process_plan, run_clab
+    plan = process_plan(gpus, **launch_from_environment())
+    launcher, nodes, per_node = plan or ("pytorch", 1, gpus)
+    run_clab(args, launcher, nodes, per_node)
 
 
 def train_model(config: str, work_dir: str | Path, options: list[str], *, gpus: int = 1, resume: bool = True,
