@@ -296,7 +296,7 @@ def draw_detections(image: np.ndarray, det_bboxes: Sequence[np.ndarray], classes
     text_px = max(8.0, min(h, w) / 40.0)
     font = cv2.FONT_HERSHEY_SIMPLEX
     font_scale = text_px / 22.0          # FONT_HERSHEY_SIMPLEX is about 22 px tall at scale 1
-    text_thick = max(1, int(round(text_px / 14)))
+    text_thick = max(1, int(round(text_px / 11)))
     box_thick = max(1, int(round(min(h, w) / 320)))
     dets = []
     for label, boxes in enumerate(det_bboxes):

@@ -16,6 +16,16 @@ from clab.data.converters.imagenet_vid import ConversionError
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a CPU shared with other work, two spinning threads are many times slower."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # ---------------------------------------------------------------------------------------------- MOT
 def write_sequence(root: Path, name: str, rows: list[str], length: int = 6, size=(64, 48), images: bool = True,
                    seqinfo: str | None = None) -> Path:
