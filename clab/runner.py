@@ -128,6 +128,8 @@ def _kernel_environment(merged: dict[str, Any]) -> dict[str, str]:
     env = {"MPLBACKEND": "agg"}
     if merged["CPU_THREADS"]:
         env.update(OMP_NUM_THREADS=str(merged["CPU_THREADS"]), MKL_NUM_THREADS=str(merged["CPU_THREADS"]))
+    from .engine.launch import launch_environment
+    env.update(launch_environment(merged))       # how torchrun/srun start multi-GPU trainings and tests
     return env
 
 
@@ -197,8 +199,6 @@ def reproduce(param_file: str | Path, only: list[str] | None = None, results_dir
     cascade = False
     for i, name in enumerate(names, 1):
         src = REPO_ROOT / "notebooks" / f"{name}.ipynb"
-    from .engine.launch import launch_environment
-    env.update(launch_environment(merged))       # how torchrun/srun start multi-GPU trainings and tests
         out = run_dir / f"{name}.ipynb"
         fingerprint = _fingerprint(src, merged)
         previous = state["notebooks"].get(name, {})
