@@ -44,7 +44,7 @@ def environment_record(seed: int | None, extra: dict | None = None) -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cuda_available": torch.cuda.is_available(),
-        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "device": torch.cuda.get_device_name(torch.cuda.current_device()) if torch.cuda.is_available() else "cpu",
         "seed": seed,
         "command": sys.argv,
     }
