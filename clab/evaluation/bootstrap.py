@@ -318,7 +318,9 @@ def video_bootstrap(tables: Mapping[str, MatchTable], n_boot: int = 1000, seed: 
 
     Returns:
         ``{'method': str (one sentence for table captions), 'n_videos', 'n_boot', 'confidence', 'seed',
-        'models': {name: {'bbox_mAP_50' (full-set point estimate), 'ci_low', 'ci_high', 'boot_std'}},
+        'models': {name: {'bbox_mAP_50' (full-set point estimate), 'ci_low', 'ci_high', 'boot_std',
+        'boot_mean'}}, (AP is not linear in the per-video counts, so the replicates' mean can differ from the
+        point estimate and the percentile interval need not be centred on it; ``boot_mean`` shows by how much),
         'differences': {'b-a': {'mean' (full-set point difference), 'ci_low', 'ci_high', 'boot_std',
         'excludes_zero'}}}``.
     """
@@ -346,7 +348,8 @@ def video_bootstrap(tables: Mapping[str, MatchTable], n_boot: int = 1000, seed: 
     for name in names:
         low, high = _percentile_interval(boot[name], confidence)
         models[name] = {"bbox_mAP_50": point[name], "ci_low": low, "ci_high": high,
-                        "boot_std": float(np.nanstd(boot[name], ddof=1)) if n_boot > 1 else float("nan")}
+                        "boot_std": float(np.nanstd(boot[name], ddof=1)) if n_boot > 1 else float("nan"),
+                        "boot_mean": float(np.nanmean(boot[name]))}
     differences = {}
     for a, b in pairs:
         if a not in tables or b not in tables:
