@@ -2,11 +2,13 @@
 default: a synthetic video set").
 
 It is ``clab reproduce papermill_params/demo.yaml`` with three conveniences: ``--out results/demo`` names the
-run folder (RESULTS_DIR and RUN_NAME), ``--seed`` sets SEED (the synthetic set, the trainings and the
-degradations) and ``--data`` the synthetic set's folder (DATA_ROOT). On a CPU it generates the synthetic set,
-trains the TRoI baseline and CLAB, evaluates both, runs the ablation summary, the t-SNE of frame features and
-the robustness sweep, and writes ``<out>/README.md`` with the tables and figures. A second run skips what is
-done (see :mod:`clab.runner`).
+run folder (RESULTS_DIR and RUN_NAME), ``--seed`` sets SEED (the synthetic set and the degradations; the
+training seeds are demo.yaml's SEEDS) and ``--data`` the synthetic set's folder (DATA_ROOT). On a CPU it
+generates the synthetic set, trains the TRoI baseline and CLAB once per training seed (in parallel
+processes), evaluates every run, runs the ablation summary, the t-SNE of frame features and the robustness
+sweep, and writes ``<out>/README.md`` with the tables (mean and 95% interval over seeds, the paired gain),
+the sentence saying what the gain's interval supports, and the figures. A second run on the same checkout
+skips what is done with the same parameters and code (see :mod:`clab.runner`).
 """
 from __future__ import annotations
 
@@ -47,7 +49,8 @@ def run_demo(out: str | Path = "results/demo", seed: int | None = None, data: st
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="results/demo", help="run folder (default: results/demo)")
-    parser.add_argument("--seed", type=int, default=None, help="SEED (default: demo.yaml's, 0)")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="SEED, the synthetic set's and the degradations' (default: demo.yaml's, 0)")
     parser.add_argument("--data", default=None, help="synthetic set folder, DATA_ROOT (default: demo.yaml's)")
     parser.add_argument("--only", nargs="+", metavar="NOTEBOOK", choices=NOTEBOOKS,
                         help="run only these notebooks")

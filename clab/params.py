@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["Param", "SCHEMA", "NOTEBOOKS", "RUNNER_ONLY", "MODEL_NAMES", "defaults", "check_parameters", "NotebookParameters",
-           "notebook_parameters", "load_parameter_file", "parse_override"]
+__all__ = ["Param", "SCHEMA", "NOTEBOOKS", "RUNNER_ONLY", "MODEL_NAMES", "defaults", "check_parameters",
+           "training_seeds", "NotebookParameters", "notebook_parameters", "load_parameter_file", "parse_override"]
 
 #: the notebooks of a run, in execution order (``notebooks/<name>.ipynb``)
 NOTEBOOKS: tuple[str, ...] = ("00_data_prep", "01_train", "02_evaluate", "03_ablations", "04_embeddings_tsne",
@@ -96,8 +96,10 @@ SCHEMA: dict[str, Param] = {
     "GPUS_PER_NODE": Param(int, 0, "processes per machine of a run with GPUS > 1; 0: GPUS", check=_at_least(0)),
     "CPU_THREADS": Param(int, 0, "threads of each CPU process (OMP_NUM_THREADS) in a run; 0: the library default. "
                          "1 is much steadier on a CPU shared with other work", check=_at_least(0)),
-    "SEED": Param(int, 0, "random seed of the synthetic set, every training run and every degradation",
-                  check=_at_least(0)),
+    "SEED": Param(int, 0, "random seed of the synthetic set and of every degradation (and the training seed when "
+                  "SEEDS is empty)", check=_at_least(0)),
+    "SEEDS": Param(list, [], "training seeds: every model is trained and tested once per seed, and tables give the "
+                   "mean, spread and 95% interval over them; empty: [SEED]", item=int, check=_at_least(0)),
     # data
     "DATASET": Param(str, "synthetic", "synthetic or imagenet_vid", check=_one_of("synthetic", "imagenet_vid")),
     "DATA_ROOT": Param(str, "data/synthetic", "data root (synthetic set, or the ILSVRC2015 folder)",
@@ -201,6 +203,16 @@ def check_parameters(params: dict[str, Any], source: str = "parameters") -> dict
             raise ValueError(f"{source}: unknown parameter {name!r}{hint}")
         merged[name] = _check_one(name, value, source)
     return merged
+
+
+def training_seeds(params: dict[str, Any]) -> list[int]:
+    """The training seeds of a run: ``SEEDS``, or ``[SEED]`` when it is empty (older parameter files set only
+    SEED). A seed listed twice is an error (it would be one run counted twice in every statistic)."""
+    seeds = list(params.get("SEEDS") or []) or [int(params["SEED"])]
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ValueError(f"parameter SEEDS lists seed(s) {repeated} more than once; every seed is one training run")
+    return [int(s) for s in seeds]
 
 
 class NotebookParameters(dict):

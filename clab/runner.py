@@ -5,9 +5,15 @@
 2. ``notebooks/NN_name.ipynb`` run in order with papermill (kernel ``clab``, working directory = the
    repository root, ``MPLBACKEND=agg``, ``OMP_NUM_THREADS=CPU_THREADS`` when set) into ``<RESULTS_DIR>/<RUN_NAME>/NN_name.ipynb``; the run's
    parameters that a notebook declares in its ``parameters`` cell are injected after that cell.
-3. ``run_state.json`` records each notebook's status, time and fingerprint (the values of the parameters its
-   ``parameters`` cell declares, plus the notebook's own text). A rerun skips a notebook that finished with
-   the same fingerprint, unless ``--force`` or an earlier notebook ran again in this invocation.
+3. ``run_state.json`` records each notebook's status, time, fingerprint and outputs. The fingerprint is a
+   hash of the values of the parameters its ``parameters`` cell declares, the notebook's own text and the
+   code (:func:`code_digest`: every ``.py`` file of the ``clab`` package and of ``configs/``); the outputs
+   are the files the notebook wrote into the run folder. A rerun skips a notebook only when it finished with
+   the same fingerprint **on this checkout** (:func:`checkout_identity`: the machine and the repository
+   folder; a committed ``run_state.json`` of a fresh clone names another one) and its executed copy and
+   every output still exist; ``--force`` or an earlier notebook that ran again in this invocation reruns it.
+   While a notebook runs, the progress lines its long cells report (trainings, tests, sweeps: iterations
+   and ETA, see :mod:`clab.analysis.progress`) are printed to stderr.
 4. ``README.md`` in the run folder summarises the run: notebooks, the metrics table, tables, figures and
    parameters. It is rewritten after every notebook, so it is current even when a notebook fails.
 
@@ -22,15 +28,17 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
 
 from .params import NOTEBOOKS, SCHEMA, check_parameters, load_parameter_file, parse_override
 
-__all__ = ["REPO_ROOT", "NotebookError", "parameters_cell", "resolve_parameters", "reproduce", "write_readme",
-           "add_arguments", "run"]
+__all__ = ["REPO_ROOT", "NotebookError", "parameters_cell", "resolve_parameters", "code_digest",
+           "checkout_identity", "skip_reason", "reproduce", "write_readme", "add_arguments", "run"]
 
 #: the repository root: notebooks run there, and relative paths in parameters are relative to it
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -111,10 +119,71 @@ def _check_environment(merged: dict[str, Any], names: list[str], kernel_name: st
             raise ValueError(f"TRAIN is false, so parameter CHECKPOINT_{model.upper()} must name a checkpoint")
 
 
-def _fingerprint(notebook: Path, merged: dict[str, Any]) -> str:
-    declared = sorted(parameters_cell(notebook))
-    payload = json.dumps({k: merged[k] for k in declared}, sort_keys=True) + notebook.read_text()
+def code_digest(root: Path = REPO_ROOT) -> str:
+    """A short sha256 of the code a run's results depend on: every ``.py`` file under ``clab/`` and
+    ``configs/`` (relative path and bytes, in sorted order)."""
+    digest = hashlib.sha256()
+    for folder in ("clab", "configs"):
+        for path in sorted((root / folder).rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def checkout_identity(root: Path = REPO_ROOT) -> str:
+    """This machine and this checkout: the host name, the machine id when the system has one, the repository
+    folder's path and its inode. A fresh clone (even at the same path) is another checkout, so a committed
+    ``run_state.json`` never makes it skip work it has not done."""
+    machine = ""
+    for name in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        with contextlib.suppress(OSError):
+            machine = Path(name).read_text().strip()
+            break
+    st = root.resolve().stat()
+    payload = json.dumps([socket.gethostname(), machine, str(root.resolve()), st.st_dev, st.st_ino])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _fingerprint(notebook: Path, merged: dict[str, Any], code: str) -> str:
+    declared = sorted(parameters_cell(notebook))
+    payload = json.dumps({k: merged[k] for k in declared}, sort_keys=True) + notebook.read_text() + code
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+_RUNNER_FILES = {STATE_FILE, "README.md"}
+
+
+def _snapshot(run_dir: Path) -> dict[str, tuple[int, int]]:
+    """``{relative path: (size, mtime_ns)}`` of every file in the run folder."""
+    files = {}
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            st = path.stat()
+            files[str(path.relative_to(run_dir))] = (st.st_size, st.st_mtime_ns)
+    return files
+
+
+def _outputs(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> list[str]:
+    """Files written (created or changed) between two snapshots, except the runner's own."""
+    return sorted(k for k, v in after.items() if before.get(k) != v and k not in _RUNNER_FILES)
+
+
+def skip_reason(previous: dict, fingerprint: str, checkout: str, run_dir: Path, executed: Path) -> str | None:
+    """Why a notebook must run again (None: it may be skipped): never finished, other parameters or code,
+    made by another checkout, or an output missing."""
+    if previous.get("status") != "ok":
+        return "not finished before" if not previous else f"status {previous.get('status')} before"
+    if previous.get("checkout") != checkout:
+        return "made by another checkout or machine"
+    if previous.get("fingerprint") != fingerprint:
+        return "parameters, notebook or code changed"
+    if not executed.is_file():
+        return f"its executed copy {executed.name} is missing"
+    missing = [p for p in previous.get("outputs", []) if not (run_dir / p).is_file()]
+    if missing:
+        return f"output {missing[0]} is missing" + (f" (+{len(missing) - 1} more)" if len(missing) > 1 else "")
+    return None
 
 
 def _injected(notebook: Path, given: dict[str, Any]) -> dict[str, Any]:
@@ -183,6 +252,7 @@ def reproduce(param_file: str | Path, only: list[str] | None = None, results_dir
     import papermill as pm
     from papermill.exceptions import PapermillExecutionError
 
+    from .analysis.progress import ProgressMonitor
     from .io import atomic_write_json
 
     given, merged = resolve_parameters(param_file, list(overrides), results_dir)
@@ -196,22 +266,29 @@ def reproduce(param_file: str | Path, only: list[str] | None = None, results_dir
     state = _load_state(run_dir)
     state["parameter_file"] = str(param_file)
     state["parameters"] = given
+    code, checkout = code_digest(), checkout_identity()
     cascade = False
     for i, name in enumerate(names, 1):
         src = REPO_ROOT / "notebooks" / f"{name}.ipynb"
         out = run_dir / f"{name}.ipynb"
-        fingerprint = _fingerprint(src, merged)
+        fingerprint = _fingerprint(src, merged, code)
         previous = state["notebooks"].get(name, {})
-        if (not force and not cascade and previous.get("status") == "ok"
-                and previous.get("fingerprint") == fingerprint and out.is_file()):
-            print(f"[{i}/{len(names)}] {name}: done before with the same parameters, skipped", flush=True)
+        reason = "forced" if force else "an earlier notebook ran again" if cascade else \
+            skip_reason(previous, fingerprint, checkout, run_dir, out)
+        if reason is None:
+            print(f"[{i}/{len(names)}] {name}: done before on this checkout with the same parameters and code, "
+                  f"skipped", flush=True)
             continue
         cascade = True
-        print(f"[{i}/{len(names)}] {name}: running -> {out}", flush=True)
+        print(f"[{i}/{len(names)}] {name}: running ({reason}) -> {out}", flush=True)
         t0 = time.perf_counter()
-        record: dict[str, Any] = {"fingerprint": fingerprint, "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        before = _snapshot(run_dir)
+        record: dict[str, Any] = {"fingerprint": fingerprint, "code": code, "checkout": checkout,
+                                  "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        progress_path = Path(tempfile.gettempdir()) / f"clab-progress-{os.getpid()}-{name}.log"
         try:
-            with _environment(**_kernel_environment(merged)):
+            with _environment(**_kernel_environment(merged), CLAB_PROGRESS_FILE=str(progress_path)), \
+                    ProgressMonitor(progress_path, prefix=f"  [{name}] "):
                 pm.execute_notebook(str(src), str(out), parameters=_injected(src, given),
                                     kernel_name=kernel_name, cwd=str(REPO_ROOT), progress_bar=progress,
                                     log_output=log_output, execution_timeout=timeout)
@@ -238,7 +315,7 @@ def reproduce(param_file: str | Path, only: list[str] | None = None, results_dir
                                 f"  the partly executed notebook: {out}\n"
                                 f"  notebooks that finished before it are kept in {run_dir}", out) from err
         record.update(status="ok", seconds=round(time.perf_counter() - t0, 1),
-                      finished=time.strftime("%Y-%m-%d %H:%M:%S"))
+                      finished=time.strftime("%Y-%m-%d %H:%M:%S"), outputs=_outputs(before, _snapshot(run_dir)))
         state["notebooks"][name] = record
         atomic_write_json(run_dir / STATE_FILE, state, indent=1)
         write_readme(run_dir, given, merged, state)
@@ -249,6 +326,24 @@ def reproduce(param_file: str | Path, only: list[str] | None = None, results_dir
 
 def _value_text(value: Any) -> str:
     return "`" + json.dumps(value) + "`"
+
+
+def _sentences(run_dir: Path, table: str) -> list[str]:
+    """What the numbers of ``table`` support, in words (the gain with its interval; robustness), for the README."""
+    try:
+        if table == "main":
+            from .analysis.results import gain_sentence
+            metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
+            return ["", f"**The gain.** {gain_sentence(metrics.get('comparison'))}"]
+        if table == "robustness":
+            import pandas as pd
+
+            from .analysis.robustness import robustness_sentence
+            wide = pd.read_csv(run_dir / "tables" / "robustness.csv").set_index(["degradation", "severity"])
+            return ["", f"**Robustness.** {robustness_sentence(wide)}"]
+    except (OSError, ValueError, KeyError) as err:
+        return ["", f"(no summary sentence: {type(err).__name__}: {err})"]
+    return []
 
 
 def write_readme(run_dir: Path, given: dict[str, Any], merged: dict[str, Any], state: dict) -> Path:
@@ -273,10 +368,12 @@ def write_readme(run_dir: Path, given: dict[str, Any], merged: dict[str, Any], s
             note = (cell + str(rec.get("error", ""))).replace("|", "\\|").replace("\n", " ")[:200]
         lines.append(f"| {link} | {rec.get('status')} | {rec.get('seconds', '')} | {note} |")
     tables = run_dir / "tables"
-    for table, title in (("main", "Results"), ("paper_comparison", "Beside the paper"),
-                         ("ablations", "Ablations"), ("robustness", "Robustness (mAP@50)")):
+    for table, title in (("main", "Results"), ("per_seed", "Every run on its own"),
+                         ("paper_comparison", "Beside the paper"), ("ablations", "Ablations"),
+                         ("robustness", "Robustness (mAP@50)")):
         if (tables / f"{table}.md").is_file():
             lines += ["", f"## {title}", "", (tables / f"{table}.md").read_text().strip()]
+            lines += _sentences(run_dir, table)
     if tables.is_dir() and any(tables.glob("*.md")):
         lines += ["", "## All tables", ""]
         lines += [f"- [{p.stem}](tables/{p.name}) ([csv](tables/{p.stem}.csv))" for p in sorted(tables.glob("*.md"))]
@@ -303,7 +400,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one parameter (value read as YAML), e.g. --set SEED=1; repeatable; "
                         "relative paths are relative to the repository root")
-    parser.add_argument("--force", action="store_true", help="run notebooks even if done with the same parameters")
+    parser.add_argument("--force", action="store_true",
+                        help="run notebooks even if done on this checkout with the same parameters and code")
     parser.add_argument("--timeout", type=int, default=None, help="seconds allowed per notebook cell")
     parser.add_argument("--log-output", action="store_true", help="also print the notebooks' output here")
     parser.add_argument("--kernel", default="clab", help="Jupyter kernel name (default: clab)")

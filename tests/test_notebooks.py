@@ -18,8 +18,8 @@ CELL_TIMEOUT = 600  # seconds per cell; the whole smoke run takes about 5 minute
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ("dataset_overview", "sample_frames", "training_curves", "per_class_ap", "map_by_speed", "ablations",
            "tsne", "robustness", "detections_motion_blur_3")
-TABLES = ("dataset_check", "dataset_stats", "training", "main", "per_class_ap", "paper_comparison", "ablations",
-          "silhouette", "robustness")
+TABLES = ("dataset_check", "dataset_stats", "training", "main", "per_seed", "per_class_ap", "paper_comparison",
+          "ablations", "silhouette", "robustness")
 
 pytestmark = pytest.mark.slow
 
@@ -65,43 +65,79 @@ def test_figures_and_tables_are_written(smoke_run):
     for name in NOTEBOOKS:
         assert f"[{name}]({name}.ipynb) | ok" in readme
     assert "![tsne](figures/tsne.png)" in readme and "## Results" in readme and "| RUN_NAME | `\"smoke\"`" in readme
+    # the sentences follow the numbers: the gain with its interval over the two seeds, and what it supports
+    gain = next(line for line in readme.splitlines() if line.startswith("**The gain.** CLAB - baseline: "))
+    assert "the mean of 2 seeds paired by seed" in gain and "95% CI [" in gain
+    assert ("The interval excludes zero" in gain) != ("The interval includes zero" in gain)
+    assert "**Robustness.**" in readme and "Student t interval over seeds" in readme
 
 
 def test_metrics_json_has_named_numbers_in_range(smoke_run):
     run = smoke_run["run"]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics) >= {"models", "ablations", "robustness"}
+    assert set(metrics) >= {"models", "comparison", "ablations", "robustness"}
     for model in ("baseline", "clab"):
-        m = metrics["models"][model]
-        for key in ("bbox_mAP_50", "bbox_mAP", "bbox_mAP_75"):
-            assert _in_unit_interval(m[key]), (model, key, m[key])
-        for key in ("bbox_mAP_50_slow", "bbox_mAP_50_medium", "bbox_mAP_50_fast"):
-            assert m[key] is None or m[key] == -1.0 or _in_unit_interval(m[key]), (model, key)
-        assert m["num_frames"] == 6 and m["fps"] > 0
-        assert set(m["AP50_per_class"]) == {"disc", "square", "triangle", "cross", "ring", "star"}
-        rob = metrics["robustness"][model]
-        assert _in_unit_interval(rob["clean"]) and _in_unit_interval(rob["motion_blur"]["3"])
-        assert rob["clean"] == m["bbox_mAP_50"]  # same frames, same checkpoint
-        per_model = json.loads((run / "eval" / model / "metrics.json").read_text())
-        assert per_model["bbox_mAP_50"] == m["bbox_mAP_50"]
+        assert sorted(metrics["models"][model]["seeds"]) == ["0", "1"]
+        for seed in ("0", "1"):
+            m = metrics["models"][model]["seeds"][seed]
+            for key in ("bbox_mAP_50", "bbox_mAP", "bbox_mAP_75"):
+                assert _in_unit_interval(m[key]), (model, seed, key, m[key])
+            for key in ("bbox_mAP_50_slow", "bbox_mAP_50_medium", "bbox_mAP_50_fast"):
+                assert m[key] is None or m[key] == -1.0 or _in_unit_interval(m[key]), (model, key)
+            assert m["num_frames"] == 6 and m["fps"] > 0
+            assert set(m["AP50_per_class"]) == {"disc", "square", "triangle", "cross", "ring", "star"}
+            rob = metrics["robustness"][model][seed]
+            assert _in_unit_interval(rob["clean"]) and _in_unit_interval(rob["motion_blur"]["3"])
+            assert rob["clean"] == m["bbox_mAP_50"]  # same frames, same checkpoint
+            per_run = json.loads((run / "eval" / model / f"seed{seed}" / "metrics.json").read_text())
+            assert per_run["bbox_mAP_50"] == m["bbox_mAP_50"]
+            assert (run / "work_dirs" / model / f"seed{seed}" / "latest.pth").is_file()
+        stats = metrics["models"][model]["over_seeds"]["bbox_mAP_50"]
+        values = [metrics["models"][model]["seeds"][s]["bbox_mAP_50"] for s in ("0", "1")]
+        assert stats["n"] == 2 and math.isclose(stats["mean"], sum(values) / 2)
+        assert stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
+    paired = metrics["comparison"]["paired"]["bbox_mAP_50"]
+    diffs = [metrics["models"]["clab"]["seeds"][s]["bbox_mAP_50"] - metrics["models"]["baseline"]["seeds"][s]
+             ["bbox_mAP_50"] for s in ("0", "1")]
+    assert paired["seeds"] == [0, 1] and math.isclose(paired["mean"], sum(diffs) / 2)
+    for seed, d in zip(("0", "1"), diffs):
+        boot = metrics["comparison"]["bootstrap"][seed]
+        assert boot["n_videos"] == 1 and math.isclose(boot["differences"]["clab-baseline"]["mean"], d)
+    two_seeds = [json.loads(line)["iter"] for line in
+                 (run / "work_dirs" / "clab" / "seed1" / "metrics.jsonl").read_text().splitlines()]
+    assert two_seeds == [1, 2, 3]
     rows = {r["run"]: r for r in metrics["ablations"]["rows"]}
     assert set(rows) == {"branch_off", "clab_default", "weight_0.01"}
-    assert rows["branch_off"]["mAP@50"] == metrics["models"]["baseline"]["bbox_mAP_50"]
-    assert (run / "ablations" / "weight_0.01" / "eval" / "metrics.json").is_file()
-    trained = [json.loads(line) for line in (run / "work_dirs" / "clab" / "metrics.jsonl").read_text().splitlines()]
+    assert math.isclose(rows["branch_off"]["mAP@50"], metrics["models"]["baseline"]["over_seeds"]["bbox_mAP_50"]["mean"])
+    assert rows["weight_0.01"]["seeds"] == 2
+    for seed in (0, 1):
+        assert (run / "ablations" / "weight_0.01" / f"seed{seed}" / "eval" / "metrics.json").is_file()
+    trained = [json.loads(line) for line in (run / "work_dirs" / "clab" / "seed0" / "metrics.jsonl").read_text()
+               .splitlines()]
     assert [r["iter"] for r in trained] == [1, 2, 3] and all(math.isfinite(r["loss"]) for r in trained)
     points = (run / "embeddings" / "tsne_points.csv").read_text().splitlines()
     assert len(points) == 1 + 3 * 16  # baseline backbone, clab backbone, clab cab x (8 clean + 8 degraded)
 
 
-def test_rerun_skips_finished_notebooks(smoke_run, capsys):
+def test_rerun_skips_finished_notebooks_and_reruns_one_whose_output_is_missing(smoke_run, capsys):
     run, base = smoke_run["run"], smoke_run["base"]
     stamps = {n: (run / f"{n}.ipynb").stat().st_mtime_ns for n in NOTEBOOKS}
     capsys.readouterr()
     reproduce(SMOKE, results_dir=str(base / "results"), overrides=[f"DATA_ROOT={base / 'data'}"], progress=False)
     printed = capsys.readouterr().out
-    assert printed.count("done before with the same parameters, skipped") == len(NOTEBOOKS)
+    assert printed.count("done before on this checkout with the same parameters and code, skipped") == len(NOTEBOOKS)
     assert {n: (run / f"{n}.ipynb").stat().st_mtime_ns for n in NOTEBOOKS} == stamps
+
+    # an output of the last notebook is gone: only that notebook runs again, and it reports its progress
+    (run / "robustness" / "clab" / "seed1" / "robustness.json").unlink()
+    reproduce(SMOKE, results_dir=str(base / "results"), overrides=[f"DATA_ROOT={base / 'data'}"], progress=False,
+              timeout=CELL_TIMEOUT)
+    captured = capsys.readouterr()
+    assert captured.out.count("skipped") == len(NOTEBOOKS) - 1
+    assert "05_robustness: running (output robustness/clab/seed1/robustness.json is missing)" in captured.out
+    assert "[05_robustness] [clab seed1] " in captured.err         # its job's progress lines, in the terminal
+    assert (run / "robustness" / "clab" / "seed1" / "robustness.json").is_file()
+    assert {n: (run / f"{n}.ipynb").stat().st_mtime_ns for n in NOTEBOOKS[:-1]} == {n: stamps[n] for n in NOTEBOOKS[:-1]}
 
 
 def test_failing_notebook_is_named_with_its_cell_and_earlier_outputs_are_kept(tmp_path):

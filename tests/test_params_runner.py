@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from clab.params import NOTEBOOKS, SCHEMA, check_parameters, defaults, load_parameter_file, notebook_parameters
+from clab.params import (NOTEBOOKS, SCHEMA, check_parameters, defaults, load_parameter_file, notebook_parameters,
+                         training_seeds)
 from clab.runner import REPO_ROOT, parameters_cell, reproduce, resolve_parameters
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -40,7 +41,9 @@ def test_defaults_pass_their_own_checks():
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"SEEDS": 1}, r"unknown parameter 'SEEDS'; did you mean SEED"),
+    ({"SEEDZ": [1]}, r"unknown parameter .SEEDZ.; did you mean SEED, SEEDS\?"),
+    ({"SEEDS": 1}, r"parameter SEEDS must be list, got 1"),
+    ({"SEEDS": [1, -1]}, r"parameter SEEDS\[1\] must be >= 0, got -1"),
     ({"GPUS": "8"}, r"parameter GPUS must be int, got '8'"),
     ({"SEED": True}, r"parameter SEED must be int, got True"),
     ({"TRAIN": "yes"}, r"parameter TRAIN must be bool"),
@@ -419,3 +422,118 @@ def test_kernel_environment_sets_plot_backend_and_threads():
     assert _kernel_environment(defaults()) == {"MPLBACKEND": "agg"}
     assert _kernel_environment({**defaults(), "CPU_THREADS": 1}) == {"MPLBACKEND": "agg", "OMP_NUM_THREADS": "1",
                                                                      "MKL_NUM_THREADS": "1"}
+
+
+# ----------------------------------------------------------------------------------------------- skip rule
+def _tree(root: Path) -> Path:
+    for rel, text in {"clab/__init__.py": "x = 1\n", "clab/sub/mod.py": "y = 2\n", "configs/a.py": "c = 3\n"}.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_code_digest_follows_the_package_and_configs(tmp_path):
+    from clab.runner import code_digest
+    root = _tree(tmp_path / "repo")
+    first = code_digest(root)
+    assert code_digest(root) == first and len(first) == 16
+    (root / "clab" / "sub" / "__pycache__").mkdir()
+    (root / "clab" / "sub" / "__pycache__" / "mod.cpython-311.pyc").write_bytes(b"compiled")
+    (root / "notes.txt").write_text("not code")
+    assert code_digest(root) == first                                   # caches and other files do not count
+    (root / "clab" / "sub" / "mod.py").write_text("y = 3\n")
+    changed = code_digest(root)
+    assert changed != first
+    (root / "configs" / "a.py").write_text("c = 4\n")
+    assert code_digest(root) not in (first, changed)
+    assert code_digest() == code_digest(REPO_ROOT)                      # the repository's own code by default
+
+
+def test_checkout_identity_differs_between_clones(tmp_path):
+    from clab.runner import checkout_identity
+    a, b = _tree(tmp_path / "a"), _tree(tmp_path / "b")
+    assert checkout_identity(a) == checkout_identity(a)
+    assert checkout_identity(a) != checkout_identity(b)
+    moved = tmp_path / "a_again"
+    a.rename(moved)
+    _tree(a)                                                            # a fresh clone at the same path
+    assert checkout_identity(a) != checkout_identity(moved)
+
+
+def test_skip_rule_needs_same_fingerprint_checkout_and_outputs(tmp_path):
+    from clab.runner import skip_reason
+    run = tmp_path / "run"
+    (run / "eval" / "clab" / "seed0").mkdir(parents=True)
+    executed = run / "02_evaluate.ipynb"
+    executed.write_text("{}")
+    (run / "eval" / "clab" / "seed0" / "metrics.json").write_text("{}")
+    record = {"status": "ok", "fingerprint": "f1", "checkout": "here",
+              "outputs": ["02_evaluate.ipynb", "eval/clab/seed0/metrics.json"]}
+    assert skip_reason(record, "f1", "here", run, executed) is None
+    assert skip_reason(record, "f2", "here", run, executed) == "parameters, notebook or code changed"
+    assert skip_reason(record, "f1", "elsewhere", run, executed) == "made by another checkout or machine"
+    assert skip_reason({}, "f1", "here", run, executed) == "not finished before"
+    assert skip_reason({**record, "status": "failed"}, "f1", "here", run, executed) == "status failed before"
+    (run / "eval" / "clab" / "seed0" / "metrics.json").unlink()
+    assert skip_reason(record, "f1", "here", run, executed) == "output eval/clab/seed0/metrics.json is missing"
+    executed.unlink()
+    assert skip_reason(record, "f1", "here", run, executed) == "its executed copy 02_evaluate.ipynb is missing"
+
+
+def test_committed_demo_state_does_not_make_a_clone_skip():
+    from clab.runner import _fingerprint, checkout_identity, code_digest, skip_reason
+    run = REPO_ROOT / "results" / "demo"
+    state = json.loads((run / "run_state.json").read_text())
+    given, merged = resolve_parameters(PARAM_DIR / "demo.yaml", ["RUN_NAME=demo"], "results")
+    code = code_digest()
+    for name, record in state["notebooks"].items():
+        fingerprint = _fingerprint(NOTEBOOK_DIR / f"{name}.ipynb", merged, code)
+        # it was made on another checkout than this test's: rerun, whatever the fingerprint says
+        if record.get("checkout") != checkout_identity():
+            assert skip_reason(record, fingerprint, checkout_identity(), run, run / f"{name}.ipynb") is not None
+
+
+# ----------------------------------------------------------------------------------------------- progress
+def test_progress_lines_reach_the_runner_terminal(tmp_path, monkeypatch):
+    from clab.analysis import progress
+    path = tmp_path / "progress.log"
+    shown: list[str] = []
+    progress.report("outside the runner: nothing happens")
+    assert not path.exists()
+    monkeypatch.setenv(progress.PROGRESS_ENV, str(path))
+    with progress.ProgressMonitor(path, prefix="  [01_train] ", emit=shown.append, poll=0.05):
+        progress.report("[clab seed1] train 10/40 eta 0:30")
+        import io
+        notebook = io.StringIO()
+        tee = progress.TeeStream(notebook)
+        tee.write("[baseline seed0] started\n[baseline seed0] tra")
+        tee.write("in 3/40\n")
+        assert notebook.getvalue() == "[baseline seed0] started\n[baseline seed0] train 3/40\n" and not tee.isatty()
+    assert shown == ["  [01_train] [clab seed1] train 10/40 eta 0:30", "  [01_train] [baseline seed0] started",
+                     "  [01_train] [baseline seed0] train 3/40"]
+    assert not path.exists()                                            # removed when the notebook ends
+
+
+def test_training_progress_line_from_the_log_records():
+    from clab.analysis.progress import training_progress
+    assert training_progress([], 6, 0.0) == "starting"
+    first_epoch = [{"iter": i, "epoch": 1} for i in range(1, 5)]
+    assert training_progress(first_epoch[:3], 6, 3.0) == "iteration 3, epoch 1/6"
+    records = first_epoch + [{"iter": 5, "epoch": 2}, {"iter": 6, "epoch": 2}]
+    assert training_progress(records, 6, 12.0) == "iteration 6/24, epoch 2/6, eta 0:36"  # 2 s/iteration, 18 left
+
+
+def test_a_new_training_starts_its_own_log(tmp_path):
+    """A work dir with an old metrics.jsonl but no checkpoint (e.g. committed without its .pth files): the new
+    training's log holds only its own iterations, not the old lines followed by the new ones."""
+    from clab.analysis.training import read_training_log, train_model
+    from clab.data.synthetic import make_synthetic
+    data = make_synthetic(tmp_path / "data", seed=2, train_videos=2, val_videos=1, frames=6)
+    work = tmp_path / "wd"
+    work.mkdir()
+    (work / "metrics.jsonl").write_text("".join(json.dumps({"iter": i, "epoch": 1, "loss": 9.0}) + "\n"
+                                                for i in range(1, 289)))
+    options = [f"data_root={data}", "runner.max_epochs=1", "lr_config.warmup_iters=1", "data.workers_per_gpu=0"]
+    train_model(TINY_BASE, work, options, resume=True, seed=0, device="cpu", progress=False)
+    log = read_training_log(work)
+    assert list(log["iter"]) == [1, 2] and (log["loss"] != 9.0).all()

@@ -160,3 +160,37 @@ def test_demo_data_notebook_generates_once_and_writes_stats(tmp_path: Path) -> N
     stamp = annotation_file(data, "train").stat().st_mtime_ns
     assert cli_main(args) == 0                      # same parameters: nothing regenerated
     assert annotation_file(data, "train").stat().st_mtime_ns == stamp
+
+
+# ----------------------------------------------------------------------------------------------- CLI errors
+def test_cli_errors_are_one_line_and_debug_shows_the_traceback(tmp_path: Path, capsys) -> None:
+    """A missing config through the real entry point (``python -m clab``): one line on stderr and exit status 1;
+    ``--debug`` gives the traceback; a bad parameter file names the file and the parameter."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    missing = tmp_path / "nope.py"
+    cmd = [sys.executable, "-m", "clab", "test", str(missing), "ckpt.pth", "--out", str(tmp_path / "o")]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=repo, timeout=300)
+    lines = [line for line in done.stderr.splitlines() if line.strip() and "Warning" not in line
+             and not line.startswith("  warnings.warn")]
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(missing) in lines[0]
+    debug = subprocess.run([*cmd[:3], "--debug", *cmd[3:]], capture_output=True, text=True, cwd=repo, timeout=300)
+    assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
+
+    bad = tmp_path / "run.yaml"
+    bad.write_text("RUN_NAME: x\nSEEDS: 3\n")
+    capsys.readouterr()
+    assert cli_main(["reproduce", str(bad)]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {bad}: parameter SEEDS must be list, got 3 (int)"
+
+
+def test_cli_error_line_names_programming_errors_by_type() -> None:
+    from clab.cli import error_line
+    assert error_line(FileNotFoundError("config file not found: a.py")) == "error: config file not found: a.py"
+    assert error_line(KeyError("parameter X is not declared")) == "error: KeyError: parameter X is not declared"
+    assert error_line(AttributeError("'NoneType' object has no attribute 'shape'")) == \
+        "error: AttributeError: 'NoneType' object has no attribute 'shape'"
+    assert error_line(ValueError()) == "error: ValueError"

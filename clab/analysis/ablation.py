@@ -4,7 +4,9 @@ Factors: the CAB loss weight (the schedule's start value), the NT-Xent temperatu
 schedule (constant, linear, cosine, step, exponential), and the backbone stage the branch taps; plus
 "branch off", the TRoI baseline. :func:`ablation_config` edits a CLAB config for one factor value;
 :func:`ablation_grid` lists the distinct runs of a grid (a value equal to the config's own is the default
-CLAB run, trained once). Every run is resumable: a run whose ``eval/metrics.json`` exists is not repeated.
+CLAB run, trained once). Every run is trained once per training seed (``SEEDS``) and the table gives the mean
+over seeds with its 95% Student t interval. Every run is resumable: a run whose ``eval/metrics.json`` exists is
+not repeated.
 """
 from __future__ import annotations
 
@@ -17,9 +19,9 @@ from typing import Any, Iterable
 
 import pandas as pd
 
-from .layout import RunLayout, cfg_options, model_config, sync_inputs
-from .results import model_summary, test_model
-from .training import train_model
+from .layout import RunLayout, cfg_options, model_config, run_seeds, sync_inputs
+from .results import model_summary, test_args, test_model
+from .training import parallel_cpu, run_clab_jobs, train_args, train_model
 
 __all__ = ["FACTORS", "SCHEDULE_SHAPES", "stage_channels", "cab_defaults", "ablation_config", "AblationRun",
            "ablation_grid", "grid_from_params", "plan_table", "run_ablations", "ablation_table"]
@@ -179,14 +181,17 @@ def _load_summary(path: Path) -> dict:
     return json.loads(path.read_text())
 
 
-def _run_main_model(params: dict, layout: RunLayout, model: str) -> dict:
-    """The summary of ``model`` from notebook 02 (``metrics.json``), or an error telling what to run."""
+def _run_main_model(params: dict, layout: RunLayout, model: str) -> dict[int, dict]:
+    """``{seed: summary}`` of ``model`` from notebook 02 (``metrics.json``), or an error telling what to run."""
     models = layout.read_metrics().get("models", {})
-    if model not in models:
-        raise FileNotFoundError(f"ablations need the {model} result of notebooks 01_train and 02_evaluate "
-                                f"({layout.metrics_file} has no models.{model}); include {model!r} in MODELS "
-                                f"and run them first")
-    return models[model]
+    seeds = run_seeds(params)
+    per_seed = models.get(model, {}).get("seeds", {})
+    missing = [s for s in seeds if str(s) not in per_seed]
+    if missing:
+        raise FileNotFoundError(f"ablations need the {model} results of notebooks 01_train and 02_evaluate for "
+                                f"seeds {missing} ({layout.metrics_file} has no models.{model}.seeds entry for "
+                                f"them); include {model!r} in MODELS and run them first")
+    return {s: per_seed[str(s)] for s in seeds}
 
 
 def grid_from_params(params: dict[str, Any]) -> list[AblationRun]:
@@ -204,20 +209,23 @@ def plan_table(params: dict[str, Any]) -> pd.DataFrame:
 
 
 def run_ablations(params: dict[str, Any], layout: RunLayout, progress: bool = True) -> pd.DataFrame:
-    """Train and test every run of the grid from the ABLATION_* parameters (skipping finished ones) and return
-    :func:`ablation_table`. Also writes the rows to ``metrics.json`` under ``"ablations"``.
+    """Train and test every run of the grid from the ABLATION_* parameters, once per training seed (skipping
+    finished ones), and return :func:`ablation_table`. Also writes the rows to ``metrics.json`` under
+    ``"ablations"``.
 
     With no extra ``ABLATION_CFG_OPTIONS`` (or an empty grid) the default CLAB run and "branch off" are the clab
-    and baseline runs of notebooks 01/02 (same config, options and seed); with extra options both are trained
-    here too, so every row of the table is trained alike.
+    and baseline runs of notebooks 01/02 (same config, options and seeds); with extra options both are trained
+    here too, so every row of the table is trained alike. On a CPU the trainings, then the tests, of several
+    runs go to parallel processes.
     """
     from ..engine.config import load_config
 
     base = load_config(model_config(params, "clab"))
     grid = grid_from_params(params)
+    seeds = run_seeds(params)
     extra = list(params["ABLATION_CFG_OPTIONS"])
     options = cfg_options(params, extra)
-    results: dict[str, dict] = {}
+    results: dict[str, dict[int, dict]] = {}
     todo: dict[str, tuple[str | None, Any]] = {}
     if extra and grid:
         todo["branch_off"] = (model_config(params, "baseline"), None)
@@ -228,46 +236,82 @@ def run_ablations(params: dict[str, Any], layout: RunLayout, progress: bool = Tr
     for row in grid:
         if row.name not in results:
             todo.setdefault(row.name, (None, row.cfg))
-    for i, (name, (config_file, cfg)) in enumerate(todo.items(), 1):
-        folder = layout.ablation_dir(name)
+    pending = []   # (name, seed, config file, folder) still to train and test
+    for name, (config_file, cfg) in todo.items():
         resolved = (load_config(config_file) if config_file else cfg).pretty_text
-        sync_inputs(folder, {"config": hashlib.sha256(resolved.encode()).hexdigest()[:16], "cfg_options": options,
-                             "seed": params["SEED"], "max_test_frames": params["MAX_TEST_FRAMES"]})
-        metrics_path = folder / "eval" / "metrics.json"
-        if metrics_path.is_file():
-            print(f"== ablation {i}/{len(todo)} {name}: finished before, reusing {metrics_path}", flush=True)
-            results[name] = model_summary(_load_summary(metrics_path), config_file or str(folder / "config.py"))
-            continue
-        if config_file is None:
-            config_file = str(folder / "config.py")
-            cfg.dump(config_file)
-        print(f"== ablation {i}/{len(todo)} {name}: training {config_file}", flush=True)
-        checkpoint = train_model(config_file, folder / "work_dir", options, gpus=params["GPUS"],
-                                 resume=params["RESUME"], seed=params["SEED"], device=params["DEVICE"],
-                                 progress=progress)
-        metrics = test_model(config_file, checkpoint, folder / "eval", options, gpus=params["GPUS"],
-                             device=params["DEVICE"], max_frames=params["MAX_TEST_FRAMES"], progress=progress)
-        results[name] = model_summary(metrics, config_file, checkpoint)
+        results[name] = {}
+        for seed in seeds:
+            folder = layout.ablation_dir(name, seed)
+            sync_inputs(folder, {"config": hashlib.sha256(resolved.encode()).hexdigest()[:16],
+                                 "cfg_options": options, "seed": seed, "max_test_frames": params["MAX_TEST_FRAMES"]})
+            metrics_path = folder / "eval" / "metrics.json"
+            run_config = config_file or str(folder / "config.py")
+            if metrics_path.is_file():
+                print(f"== ablation {name} seed {seed}: finished before, reusing {metrics_path}", flush=True)
+                results[name][seed] = model_summary(_load_summary(metrics_path), run_config)
+                continue
+            if config_file is None:
+                cfg.dump(run_config)
+            pending.append((name, seed, run_config, folder))
+    if len(pending) > 1 and parallel_cpu(params):
+        run_clab_jobs(params, [(f"{n} seed{s}", train_args(c, f / "work_dir", options, resume=params["RESUME"],
+                                                           seed=s, device="cpu"), f / "train_job.log")
+                               for n, s, c, f in pending], progress)
+        run_clab_jobs(params, [(f"{n} seed{s}", test_args(c, str(f / "work_dir" / "latest.pth"), f / "eval", options,
+                                                          device="cpu", max_frames=params["MAX_TEST_FRAMES"]),
+                                f / "test_job.log") for n, s, c, f in pending], progress)
+        for name, seed, config, folder in pending:
+            results[name][seed] = model_summary(_load_summary(folder / "eval" / "metrics.json"), config,
+                                                str(folder / "work_dir" / "latest.pth"))
+    else:
+        for i, (name, seed, config, folder) in enumerate(pending, 1):
+            print(f"== ablation {i}/{len(pending)} {name} seed {seed}: training {config}", flush=True)
+            checkpoint = train_model(config, folder / "work_dir", options, gpus=params["GPUS"],
+                                     resume=params["RESUME"], seed=seed, device=params["DEVICE"],
+                                     progress=progress, label=f"{name} seed{seed}")
+            metrics = test_model(config, checkpoint, folder / "eval", options, gpus=params["GPUS"],
+                                 device=params["DEVICE"], max_frames=params["MAX_TEST_FRAMES"], progress=progress)
+            results[name][seed] = model_summary(metrics, config, checkpoint)
     table = ablation_table(grid, results, cab_defaults(base))
     layout.update_metrics("ablations", {"rows": table.reset_index().to_dict(orient="records"),
-                                        "runs": results, "cfg_options": extra})
+                                        "runs": {n: {str(s): v for s, v in r.items()} for n, r in results.items()},
+                                        "cfg_options": extra, "seeds": seeds})
     return table
 
 
 def ablation_table(grid: list[AblationRun], results: dict[str, dict], defaults: dict[str, Any]) -> pd.DataFrame:
-    """Rows: factor, value, run, mAP@50, mAP, mAP@50 slow/medium/fast and the difference to the default CLAB
-    run in points of mAP@50 (%); the branch on/off rows first, then the grid in the given order. Each factor
-    lists the config's default value too (its row is the default run)."""
-    ref = results["clab_default"]["bbox_mAP_50"]
+    """Rows: factor, value, run, seeds (n), mAP@50 (mean over seeds) with its std and 95% Student t interval
+    over seeds, mAP, mAP@50 slow/medium/fast (means), and the difference to the default CLAB run in points of
+    mAP@50 (%), paired by seed; the branch on/off rows first, then the grid in the given order. Each factor
+    lists the config's default value too (its row is the default run). ``results``: ``{run: {seed:
+    summary}}`` (a single summary per run is read as seed 0)."""
+    from ..evaluation.stats import seed_summary
+
+    def per_seed(name: str) -> dict:
+        r = results[name]
+        return {0: r} if "bbox_mAP_50" in r else r
+
+    def values(name: str, key: str) -> dict:
+        return {s: v[key] for s, v in per_seed(name).items() if v.get(key) is not None and v[key] >= 0}
+
+    ref = values("clab_default", "bbox_mAP_50")
     rows = []
 
     def add(factor: str, value: Any, name: str, is_default: bool) -> None:
-        s = results[name]
+        m = values(name, "bbox_mAP_50")
+        stats = seed_summary(list(m.values())) if m else {}
+        paired = [m[s] - ref[s] for s in m if s in ref]
+
+        def mean_of(key: str) -> float | None:
+            v = values(name, key)
+            return float(sum(v.values()) / len(v)) if v and len(v) == len(per_seed(name)) else None
+
         rows.append({"factor": factor, "value": _value_name(value), "run": name, "default": is_default,
-                     "mAP@50": s["bbox_mAP_50"], "mAP": s["bbox_mAP"], "mAP@50 slow": s["bbox_mAP_50_slow"],
-                     "mAP@50 medium": s["bbox_mAP_50_medium"], "mAP@50 fast": s["bbox_mAP_50_fast"],
-                     "vs default (points)": None if s["bbox_mAP_50"] is None or ref is None
-                     else 100.0 * (s["bbox_mAP_50"] - ref)})
+                     "seeds": len(per_seed(name)), "mAP@50": stats.get("mean"), "mAP@50 std": stats.get("std"),
+                     "95% CI low": stats.get("ci_low"), "95% CI high": stats.get("ci_high"),
+                     "mAP": mean_of("bbox_mAP"), "mAP@50 slow": mean_of("bbox_mAP_50_slow"),
+                     "mAP@50 medium": mean_of("bbox_mAP_50_medium"), "mAP@50 fast": mean_of("bbox_mAP_50_fast"),
+                     "vs default (points)": 100.0 * sum(paired) / len(paired) if paired else None})
 
     add("branch", "off", "branch_off", False)
     add("branch", "on", "clab_default", True)

@@ -7,12 +7,15 @@ overrides and checkpoints (DESIGN.md, "Results and provenance"; STYLE 11).
     <run>/README.md, run_state.json     summary and notebook status (runner)
     <run>/metrics.json                  merged metrics: {"models": {name: ...}, "ablations": ..., ...}
     <run>/dataset_stats.json            00
-    <run>/work_dirs/<model>/            01: checkpoints, metrics.jsonl, logs, config, provenance
-    <run>/eval/<model>/                 02: metrics.json, coco_results.json
-    <run>/ablations/<name>/             03: config.py, work_dir/, eval/metrics.json
-    <run>/embeddings/                   04: features and t-SNE coordinates
-    <run>/robustness/<model>/           05: robustness.json
+    <run>/work_dirs/<model>/seed<s>/    01: checkpoints, metrics.jsonl, logs, config, provenance
+    <run>/eval/<model>/seed<s>/         02: metrics.json, coco_results.json
+    <run>/ablations/<name>/seed<s>/     03: config.py, work_dir/, eval/metrics.json
+    <run>/embeddings/                   04: features and t-SNE coordinates (models of the first seed)
+    <run>/robustness/<model>/seed<s>/   05: robustness.json
     <run>/figures/*.png, tables/*.csv|md
+
+Every model is trained once per training seed (``SEEDS``, see :func:`clab.params.training_seeds`); methods
+taking ``seed=None`` mean the first of them, so single-seed callers need not know about seeds.
 """
 from __future__ import annotations
 
@@ -29,7 +32,8 @@ import pandas as pd
 from ..io import atomic_write_json
 from .tables import clean_json, write_table
 
-__all__ = ["RunLayout", "parse_cfg_options", "model_config", "cfg_options", "model_checkpoint", "file_digest",
+__all__ = ["RunLayout", "parse_cfg_options", "model_config", "cfg_options", "model_checkpoint", "run_seeds",
+           "file_digest",
            "config_digest", "checkpoint_stamp", "sync_inputs"]
 
 
@@ -38,10 +42,20 @@ class RunLayout:
     """Paths of one run folder (see the module docstring). Folders are created when first asked for."""
 
     root: Path
+    seeds: tuple[int, ...] = (0,)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]) -> "RunLayout":
-        return cls(Path(params["RESULTS_DIR"]) / params["RUN_NAME"])
+        from ..params import training_seeds
+        seeds = training_seeds(params) if "SEED" in params else [0]
+        return cls(Path(params["RESULTS_DIR"]) / params["RUN_NAME"], tuple(seeds))
+
+    def seed(self, seed: int | None = None) -> int:
+        """``seed``, or the first training seed of the run when None."""
+        return int(self.seeds[0] if seed is None else seed)
+
+    def _seed_part(self, seed: int | None) -> str:
+        return f"seed{self.seed(seed)}"
 
     def _dir(self, *parts: str) -> Path:
         path = self.root.joinpath(*parts)
@@ -60,17 +74,25 @@ class RunLayout:
     def metrics_file(self) -> Path:
         return self.root / "metrics.json"
 
-    def work_dir(self, model: str) -> Path:
-        return self._dir("work_dirs", model)
+    def work_dir(self, model: str, seed: int | None = None) -> Path:
+        """``work_dirs/<model>/seed<s>/``: the training of ``model`` with seed ``seed``."""
+        return self._dir("work_dirs", model, self._seed_part(seed))
 
-    def eval_dir(self, model: str) -> Path:
-        return self._dir("eval", model)
+    def eval_dir(self, model: str, seed: int | None = None) -> Path:
+        """``eval/<model>/seed<s>/``: its test on the validation set."""
+        return self._dir("eval", model, self._seed_part(seed))
 
-    def ablation_dir(self, name: str) -> Path:
-        return self._dir("ablations", name)
+    def ablation_dir(self, name: str, seed: int | None = None) -> Path:
+        """``ablations/<name>/seed<s>/``: one ablation run (training and test) with seed ``seed``."""
+        return self._dir("ablations", name, self._seed_part(seed))
 
-    def robustness_dir(self, model: str) -> Path:
-        return self._dir("robustness", model)
+    def robustness_dir(self, model: str, seed: int | None = None) -> Path:
+        """``robustness/<model>/seed<s>/``: its degradation sweep."""
+        return self._dir("robustness", model, self._seed_part(seed))
+
+    def checkpoint(self, model: str, seed: int | None = None) -> Path:
+        """``work_dirs/<model>/seed<s>/latest.pth`` (not created)."""
+        return self.root / "work_dirs" / model / self._seed_part(seed) / "latest.pth"
 
     @property
     def embeddings_dir(self) -> Path:
@@ -140,11 +162,13 @@ def cfg_options(params: dict[str, Any], *extra: list[str]) -> list[str]:
     return items
 
 
-def model_checkpoint(params: dict[str, Any], layout: RunLayout, model: str, must_exist: bool = True) -> str:
-    """The checkpoint a run evaluates for ``model``: ``work_dirs/<model>/latest.pth`` when TRAIN, else the
-    CHECKPOINT_<MODEL> parameter."""
+def model_checkpoint(params: dict[str, Any], layout: RunLayout, model: str, must_exist: bool = True,
+                     seed: int | None = None) -> str:
+    """The checkpoint a run evaluates for ``model`` and training seed ``seed`` (None: the first):
+    ``work_dirs/<model>/seed<s>/latest.pth`` when TRAIN, else the CHECKPOINT_<MODEL> parameter (one
+    checkpoint, whatever the seed)."""
     if params["TRAIN"]:
-        path = layout.root / "work_dirs" / model / "latest.pth"
+        path = layout.checkpoint(model, seed)
         if must_exist and not path.is_file():
             raise FileNotFoundError(f"no checkpoint for {model}: {path} does not exist; run notebook 01_train "
                                     f"first (or set TRAIN: false and CHECKPOINT_{model.upper()})")
@@ -156,6 +180,14 @@ def model_checkpoint(params: dict[str, Any], layout: RunLayout, model: str, must
     if must_exist and not path.startswith(("http://", "https://")) and not Path(path).is_file():
         raise FileNotFoundError(f"parameter {key}: checkpoint not found: {path}")
     return path
+
+
+def run_seeds(params: dict[str, Any]) -> list[int]:
+    """The training seeds whose runs a notebook trains, tests or sweeps: :func:`clab.params.training_seeds`,
+    or only the first of them when ``TRAIN`` is false (one given checkpoint per model)."""
+    from ..params import training_seeds
+    seeds = training_seeds(params)
+    return seeds if params.get("TRAIN", True) else seeds[:1]
 
 
 def file_digest(path: str | Path) -> str:

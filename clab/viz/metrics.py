@@ -45,20 +45,28 @@ def speed_map(main: pd.DataFrame, path: str | Path) -> Path:
 
 
 def ablation_plot(table: pd.DataFrame, path: str | Path) -> Path:
-    """One panel per factor: mAP@50 of each value (default value in a darker colour), with the branch-off
-    (baseline) level as a dashed line. ``table`` from ``clab.analysis.ablation.ablation_table``."""
+    """One panel per factor: mAP@50 of each value (default value in a darker colour; the mean over seeds, with
+    its 95% interval over seeds as an error bar when there are several), with the branch-off (baseline) level
+    as a dashed line. ``table`` from ``clab.analysis.ablation.ablation_table``."""
     factors = [f for f in dict.fromkeys(table["factor"]) if f != "branch"] or ["branch"]
     off = table[(table["factor"] == "branch") & (table["value"] == "off")]["mAP@50"]
     fig, axes = new_figure(1, len(factors), panel=(3.6, 3.2), sharey=True)
     for ax, factor in zip(axes[0], factors):
         rows = table[table["factor"] == factor]
         colors = ["tab:orange" if d else "tab:blue" for d in rows["default"]]
-        ax.bar(rows["value"].astype(str), rows["mAP@50"], color=colors)
+        yerr = None
+        if "95% CI low" in rows and rows["95% CI low"].notna().any():
+            low = (rows["mAP@50"] - rows["95% CI low"]).fillna(0).clip(lower=0)
+            high = (rows["95% CI high"] - rows["mAP@50"]).fillna(0).clip(lower=0)
+            yerr = [low.to_numpy(), high.to_numpy()]
+        ax.bar(rows["value"].astype(str), rows["mAP@50"], color=colors, yerr=yerr, capsize=3 if yerr else 0)
         if len(off) and factor != "branch":
             ax.axhline(float(off.iloc[0]), color="k", linestyle="--", linewidth=1, label="branch off")
             ax.legend(loc="lower right", fontsize=8)
         ax.set_title(factor)
         ax.set_xlabel("value")
         ax.set_ylabel("mAP@50")
-    fig.suptitle("ablations, one factor at a time (orange: the config's default)")
+    seeds = int(table["seeds"].max()) if "seeds" in table else 1
+    fig.suptitle("ablations, one factor at a time (orange: the config's default"
+                 + (f"; mean of {seeds} seeds, bars: 95% t interval)" if seeds > 1 else ")"))
     return save_figure(fig, path)
