@@ -131,10 +131,11 @@ def _ground_truth(run):
 
 
 def per_video_ap(run) -> pd.DataFrame:
-    """AP@50 (pycocotools, the video's frames only; mean over the classes present) of each model with saved
-    detections: rows videos, columns models, plus ``CLAB - baseline`` (points) when both are there and
-    ``frames`` / ``objects`` of the video."""
-    from pycocotools.cocoeval import COCOeval
+    """AP@50 of each model with saved detections on each video: COCO AP@50 over the video's frames only, with
+    the run's own protocol (``clab.evaluation.coco_metrics``: same categories, IoU thresholds and
+    detections per image as its ``bbox_mAP_50``). Rows videos, columns ``frames``, ``objects``, the models,
+    and ``CLAB - baseline (points)`` when both are there; NaN for a video without objects or not tested."""
+    from ..evaluation.coco_metrics import coco_entries_metrics
 
     gt = _ground_truth(run)
     table = pd.DataFrame(index=pd.Index(list(run.videos), name="video"))
@@ -143,21 +144,19 @@ def per_video_ap(run) -> pd.DataFrame:
     for model in run.detections:
         results = _coco_results(run, model)
         values = []
-        with contextlib.redirect_stdout(io.StringIO()):
-            dt = gt.loadRes(results) if results else None
-            for indices in run.videos.values():
-                if any(run.frames[i].image_id not in run.tested_ids for i in indices):
-                    values.append(float("nan"))   # not (wholly) tested: MAX_TEST_FRAMES
-                    continue
-                if dt is None:
-                    values.append(0.0)
-                    continue
-                ev = COCOeval(gt, dt, "bbox")
-                ev.params.imgIds = [run.frames[i].image_id for i in indices]
-                ev.evaluate()
-                ev.accumulate()
-                ev.summarize()
-                values.append(float(ev.stats[1]) if ev.stats[1] >= 0 else float("nan"))  # -1: no object
+        for indices in run.videos.values():
+            ids = [run.frames[i].image_id for i in indices]
+            if any(i not in run.tested_ids for i in ids) or not results:
+                values.append(float("nan") if results else 0.0)   # not (wholly) tested: MAX_TEST_FRAMES
+                continue
+            chosen = set(ids)
+            entries = [r for r in results if r["image_id"] in chosen]
+            if not entries:
+                values.append(0.0 if any(len(run.frames[i].gt_boxes) for i in indices) else float("nan"))
+                continue
+            with contextlib.redirect_stdout(io.StringIO()):
+                _, ev = coco_entries_metrics(gt, entries, ids, list(run.cat_ids))
+            values.append(float(ev.stats[1]) if ev.stats[1] >= 0 else float("nan"))  # -1: no object
         table[model] = values
     if "baseline" in table and "clab" in table:
         table["CLAB - baseline (points)"] = 100.0 * (table["clab"] - table["baseline"])

@@ -61,7 +61,7 @@ class OnDemandDetector:
                                        f"CHECKPOINT_{model.upper()})")
         self._nets: dict[str, Any] = {}
         self._datasets: dict[tuple[str, int], Any] = {}
-        self._video_of_net: dict[str, tuple] = {}
+        self._last_frame: dict[str, tuple] = {}      # model -> ((video, kind, severity), last frame id)
         self._detections: OrderedDict[tuple, list[np.ndarray]] = OrderedDict()
         self._images: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self.last_seconds = 0.0
@@ -145,17 +145,23 @@ class OnDemandDetector:
             self.last_seconds = 0.0
             return self._detections[key]
         start = time.perf_counter()
-        dataset, _ = self.dataset(kind, severity or 1)
-        first = self.run.videos[frame.video][0]
+        dataset, cfg = self.dataset(kind, severity or 1)
+        fixed = (cfg.data.test.get("ref_img_sampler") or {}).get("method") == "test_with_fix_stride"
         video_key = (frame.video, kind, severity)
-        if self._video_of_net.get(model) != video_key and frame.index != first:
-            reset = getattr(self._net(model), "reset_video_memo", None)
-            if callable(reset):
-                reset()
-            self._store((model, first, kind, severity), self._infer(model, dataset, first))
-        self._video_of_net[model] = video_key
-        found = self._infer(model, dataset, frame.index)
-        self._store(key, found)
+        last = self._last_frame.get(model)
+        # the detector's reference cache accepts increasing frame ids of one video (consecutive ones with a
+        # fixed stride) after its frame 0: continue the cached video when possible, else restart at frame 0
+        begin = last[1] + 1 if last is not None and last[0] == video_key and frame.frame_id > last[1] else 0
+        if fixed:
+            frame_ids = list(range(begin, frame.frame_id + 1))
+        else:
+            frame_ids = sorted({begin, frame.frame_id}) if begin == 0 else [frame.frame_id]
+        indices = self.run.videos[frame.video]
+        found = []
+        for frame_id in frame_ids:
+            found = self._infer(model, dataset, indices[frame_id])
+            self._store((model, indices[frame_id], kind, severity), found)
+            self._last_frame[model] = (video_key, frame_id)
         self.last_seconds = time.perf_counter() - start
         return found
 
