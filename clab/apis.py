@@ -13,6 +13,8 @@ import torch
 
 __all__ = ["init_model", "inference_vid"]
 
+from .inference import inference_video  # noqa: E402,F401  (a whole video file: clab.inference)
+
 
 def _load_config(config):
     from mmcv import Config

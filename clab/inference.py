@@ -121,8 +121,10 @@ class _Lookahead:
 
 # ---------------------------------------------------------------------------------------------- model
 def _loaded(image: np.ndarray, frame_id: int, name: str, extra: dict | None = None) -> dict:
-    """The result dict of one frame after the loading step (what the dataset + loader produce)."""
-    info = dict(frame_id=frame_id, filename=name, file_name=name, height=image.shape[0], width=image.shape[1])
+    """The result dict of one frame after the loading step (what the dataset + loader produce); ``name`` (the
+    input's path) is also the frame's ``video_id``, which the model's per-video cache checks."""
+    info = dict(frame_id=frame_id, filename=name, file_name=name, height=image.shape[0], width=image.shape[1],
+                video_id=name)
     info.update(extra or {})
     return dict(img_info=info, img_prefix=None, seg_prefix=None, proposal_file=None, bbox_fields=[],
                 mask_fields=[], seg_fields=[], frame_id=frame_id, is_video_data=True, filename=name,
@@ -150,14 +152,11 @@ class _Runner:
 
     def __call__(self, frames: list[dict]) -> dict:
         import torch
-        from mmcv.parallel import collate, scatter
+        from mmcv.parallel import collate
 
-        data = collate([self.pipeline(frames)], samples_per_gpu=1)
-        device = next(self.model.parameters()).device
-        if device.type == "cuda":
-            data = scatter(data, [device.index if device.index is not None else torch.cuda.current_device()])[0]
-        else:
-            data = scatter(data, [-1])[0]
+        from .engine.launch import to_model_device
+
+        data = to_model_device(collate([self.pipeline(frames)], samples_per_gpu=1), self.model)
         with torch.no_grad():
             return self.model(return_loss=False, rescale=True, **data)
 
@@ -183,7 +182,7 @@ def iter_detections(model, source: VideoSource, plan: dict | None = None, progre
     run_frames = _Runner(model)
     if hasattr(model, "reset_video_memo"):
         model.reset_video_memo()
-    name = source.path.name
+    name = str(source.path)
     method, k = plan["method"], plan["num_ref_imgs"]
     refs: dict[int, np.ndarray] = {}
     ref_ids: list[int] = []
@@ -195,7 +194,8 @@ def iter_detections(model, source: VideoSource, plan: dict | None = None, progre
             refs = source.scan(keep=ref_sampling.test_with_adaptive_stride(source.num_frames, 0, k))
         ref_ids = ref_sampling.test_with_adaptive_stride(source.num_frames, 0, k)
     total = source.num_frames or source.declared_frames
-    bar = tqdm(total=total, desc=name, unit="frame", disable=not progress, mininterval=0.5, file=sys.stderr)
+    bar = tqdm(total=total, desc=source.path.name, unit="frame", disable=not progress, mininterval=0.5,
+               file=sys.stderr)
     ahead = _Lookahead(source)
     try:
         frame_id = 0

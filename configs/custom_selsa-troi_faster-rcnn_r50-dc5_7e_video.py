@@ -44,7 +44,7 @@ test_pipeline = [
     dict(type='SeqRandomFlip', share_params=True, flip_ratio=0.0),
     dict(type='SeqNormalize', **img_norm_cfg),
     dict(type='SeqPad', size_divisor=16),
-    dict(type='VideoCollect', keys=['img'], meta_keys=('num_left_ref_imgs', 'frame_stride')),
+    dict(type='VideoCollect', keys=['img'], meta_keys=('num_left_ref_imgs', 'frame_stride', 'video_id')),
     dict(type='ConcatVideoReferences'),
     dict(type='MultiImagesToTensor', ref_prefix='ref'),
     dict(type='ToList'),
