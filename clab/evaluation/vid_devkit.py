@@ -6,8 +6,9 @@ a few tenths of a point:
 1. **Pixel convention.** Boxes are inclusive pixel ranges: a box ``x1..x2`` is ``x2 - x1 + 1`` wide, and the
    intersection of two boxes is ``min(x2) - max(x1) + 1`` wide (IoU 0 unless both sides are > 0).
 2. **Per-object threshold.** An object ``w x h`` (with the +1 widths) is found by a detection of IoU at
-   least ``min(0.5, w h / ((w + 10)(h + 10)))``: below about 100 x 100 pixels the threshold is lower than
-   0.5 (e.g. 0.298 for a 20 x 20 object).
+   least ``min(0.5, w h / ((w + 10)(h + 10)))``: for a square object of at most 24 x 24 pixels the threshold is
+   lower than 0.5 (0.44 for 20 x 20, 0.25 for 10 x 10), and for thin objects also at larger areas
+   (0.48 for 10 x 200).
 3. **Matching.** In each frame the detections are taken by decreasing score; a detection takes, among the
    not yet found objects of its class that it overlaps at least at their threshold, the one of greatest
    IoU; otherwise (including a second detection of an already found object) it is a false positive.
