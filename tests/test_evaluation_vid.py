@@ -10,7 +10,7 @@ import pytest
 from pycocotools.coco import COCO
 
 from clab.evaluation.coco_metrics import coco_bbox_metrics
-from clab.evaluation.fgfa_motion import fgfa_motion_iou, fgfa_motion_metrics
+from clab.evaluation.fgfa_motion import fgfa_motion_iou, fgfa_motion_metrics, motion_iou_evidence
 from clab.evaluation.vid_devkit import (Detections, detections_from_entries, devkit_iou, devkit_match,
                                         gt_from_coco, object_thresholds, vid_map_metrics, voc_ap)
 
@@ -192,6 +192,9 @@ def test_isolated_objects_get_motion_iou_one():
     assert [miou[a["id"]] for a in anns if a["instance_id"] == 1] == [1.0] * 30
     assert miou[anns[-3]["id"]] == 1.0 and miou[anns[-2]["id"]] == 1.0 and miou[anns[-1]["id"]] == 1.0
     assert all(miou[a["id"]] == 0.0 for a in anns if a["instance_id"] == 2)
+    # the counts to hold against FGFA's table: 63 objects, 3 isolated, the 30 static ones at exactly 1.0
+    assert motion_iou_evidence(_coco(images, anns).dataset) == {"objects": 63, "isolated": 3,
+                                                                "one_with_neighbours": 30}
 
 
 @pytest.fixture
