@@ -164,22 +164,18 @@ def test_demo_data_notebook_generates_once_and_writes_stats(tmp_path: Path) -> N
 
 # ----------------------------------------------------------------------------------------------- CLI errors
 def test_cli_errors_are_one_line_and_debug_shows_the_traceback(tmp_path: Path, capsys) -> None:
-    """A missing config through the real entry point (``python -m clab``): one line on stderr and exit status 1;
-    ``--debug`` gives the traceback; a bad parameter file names the file and the parameter."""
-    import subprocess
-    import sys
-
-    repo = Path(__file__).resolve().parents[1]
+    """A missing config given to ``clab test``: one line on stderr and exit status 1; with ``--debug`` (anywhere on
+    the command line) the exception propagates with its traceback; a bad parameter file names the file and the
+    parameter."""
     missing = tmp_path / "nope.py"
-    cmd = [sys.executable, "-m", "clab", "test", str(missing), "ckpt.pth", "--out", str(tmp_path / "o")]
-    done = subprocess.run(cmd, capture_output=True, text=True, cwd=repo, timeout=300)
-    lines = [line for line in done.stderr.splitlines() if line.strip() and "Warning" not in line
-             and not line.startswith("  warnings.warn")]
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert len(lines) == 1 and lines[0].startswith("error: ") and str(missing) in lines[0]
-    debug = subprocess.run([*cmd[:3], "--debug", *cmd[3:]], capture_output=True, text=True, cwd=repo, timeout=300)
-    assert debug.returncode != 0 and "Traceback (most recent call last)" in debug.stderr
-
+    args = ["test", str(missing), "ckpt.pth", "--out", str(tmp_path / "o")]
+    capsys.readouterr()
+    assert cli_main(args) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and str(missing) in err and "Traceback" not in err
+    from clab.engine.config import ConfigError
+    with pytest.raises(ConfigError, match=r"config file not found: .*nope\.py"):
+        cli_main([*args, "--debug"])
     bad = tmp_path / "run.yaml"
     bad.write_text("RUN_NAME: x\nSEEDS: 3\n")
     capsys.readouterr()
