@@ -11,6 +11,8 @@
 #      `data_root`; the box head gets len(classes) outputs.
 #   3. clab check-data --ann data/mine/annotations/custom_train.json --img-prefix data/mine
 #   4. clab train configs/<your copy>.py --work-dir work_dirs/mine
+#   For CLAB, copy configs/clab_selsa-troi_faster-rcnn_r50-dc5_8xb2-7e_custom.py too and point its
+#   _base_ at your copy of this file.
 #
 # Training uses every annotated frame as a key frame (the json has no is_vid_train_frame flags), with one
 # reference drawn on each side within 9 frames; testing takes 14 references spread over each video. Long
@@ -76,3 +78,5 @@ data = dict(
         ref_img_sampler=test_sampler,
         pipeline=test_pipeline,
         test_mode=True))
+# tuned for 8 GPUs x 2 clips; clab train --auto-scale-lr scales the lr to another global batch
+auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -1,5 +1,5 @@
 # The tiny TRoI model (configs/selsa-troi_faster-rcnn_tiny_synthetic.py) on YOUR annotated videos: a CPU
-# trial of your data before the R-50 template (configs/custom_selsa-troi_faster-rcnn_r50-dc5_7e_video.py,
+# trial of your data before the R-50 template (configs/selsa-troi_faster-rcnn_r50-dc5_8xb2-7e_custom.py,
 # whose header explains the steps). Frames are scaled to fit 160x96; set `classes` and `data_root` as there.
 _base_ = './selsa-troi_faster-rcnn_tiny_synthetic.py'
 classes = ('pedestrian', 'car')  # <- your class names, in the json's category order

@@ -209,7 +209,7 @@ def test_tiny_model_trains_on_a_converted_mot_tree(tmp_path):
             cv2.imwrite(str(seq / "img1" / f"{f:06d}.jpg"), img)
         write_sequence(tmp_path / "mine", f"seq{s}", rows, length=6, size=(160, 96), images=False)
     mot.convert([tmp_path / "mine"], ["walker", "rider"], prefix="custom", val_fraction=0.5, warn=None)
-    config = str(ROOT / "configs" / "custom_selsa-troi_faster-rcnn_tiny_video.py")
+    config = str(ROOT / "configs" / "selsa-troi_faster-rcnn_tiny_custom.py")
     classes = ["walker", "rider"]
     work = tmp_path / "work"
     train(config, str(work), {"data_root": str(tmp_path / "mine"), "data.train.classes": classes,
