@@ -25,7 +25,7 @@ __all__ = ["CSS", "SortableTable", "Explorer", "TsnePanel", "summary", "show_sum
 CSS = {"video": "clab-video", "frame": "clab-frame", "score": "clab-score", "kind": "clab-kind",
        "severity": "clab-severity", "image": "clab-frame-image", "status": "clab-status",
        "videos": "clab-video-table", "classes": "clab-class-table", "worst": "clab-worst-frames",
-       "tsne": "clab-tsne", "preview": "clab-tsne-preview", "notes": "clab-notes"}
+       "tsne": "clab-tsne", "preview": "clab-tsne-preview", "notes": "clab-notes", "explorer": "clab-explorer"}
 
 
 def _detections_for(run, detector: OnDemandDetector, model: str, frame, kind: str, severity: int
@@ -215,6 +215,7 @@ class Explorer:
             w.HTML("<h3>AP@50 per class</h3>"), self.class_table.widget,
             w.HTML("<h3>t-SNE of the frame features</h3><small>click a point to see its frame</small>"),
             self.tsne.widget])
+        self.widget.add_class(CSS["explorer"])
         self.refresh()
 
     def _notes_html(self) -> str:
