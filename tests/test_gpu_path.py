@@ -224,3 +224,63 @@ def test_two_slurm_style_processes_train_and_test(tiny_set, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())       # written by rank 0 alone
     assert metrics["world_size"] == 2 and metrics["num_frames"] == 12
     assert len(json.loads((out / "coco_results.json").read_text())) > 0
+
+
+# ------------------------------------------------------------------ the per-video cache
+def _frame_meta(video: int, frame_id: int, **extra) -> dict:
+    import numpy as np
+    h, w = 96, 160
+    return dict(filename=f"v{video}/{frame_id:06d}.JPEG", ori_shape=(h, w, 3), img_shape=(h, w, 3),
+                pad_shape=(h, w, 3), scale_factor=np.ones(4, dtype=np.float32), flip=False, flip_direction=None,
+                frame_id=frame_id, video_id=video, is_video_data=True,
+                img_norm_cfg=dict(mean=np.zeros(3, np.float32), std=np.ones(3, np.float32), to_rgb=False), **extra)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from mmdet.models import build_detector
+
+    import clab  # noqa: F401
+    torch.manual_seed(0)
+    model = build_detector(Config.fromfile(TINY_CLAB).model)
+    model.init_weights()
+    return model.eval()
+
+
+def _step(model, video, frame_id, refs=0, **extra):
+    g = torch.Generator().manual_seed(100 * video + frame_id)
+    kwargs = {}
+    if refs:
+        kwargs = dict(ref_img=[torch.randn(1, refs, 3, 96, 160, generator=g)],
+                      ref_img_metas=[[[_frame_meta(video, frame_id, **extra) for _ in range(refs)]]])
+    with torch.no_grad():
+        return model(img=[torch.randn(1, 3, 96, 160, generator=g)],
+                     img_metas=[[_frame_meta(video, frame_id, **extra)]], return_loss=False, rescale=True, **kwargs)
+
+
+def test_cache_refuses_another_video_and_bad_frame_order(tiny_model):
+    _step(tiny_model, 1, 0, refs=3)
+    _step(tiny_model, 1, 1)
+    _step(tiny_model, 1, 4)                           # adaptive stride: fixed references, frames may be skipped
+    assert tiny_model.memo.video == ("video_id", 1) and tiny_model.memo.last_frame_id == 4
+    with pytest.raises(RuntimeError, match="belongs to video 2 but the reference cache holds video 1 "
+                                           r"\(last frame 4\); a new video must start at frame 0"):
+        _step(tiny_model, 2, 5)
+    with pytest.raises(RuntimeError, match="frame 4 follows frame 4 of its video; frame ids must increase"):
+        _step(tiny_model, 1, 4)
+    _step(tiny_model, 2, 0, refs=3)                   # frame 0 of a new video replaces the cache
+    assert tiny_model.memo.video == ("video_id", 2) and tiny_model.memo.frame_ids == [0]
+    tiny_model.reset_video_memo()
+    assert tiny_model.memo is None
+    with pytest.raises(RuntimeError, match="arrived before frame 0 of its video"):
+        _step(tiny_model, 2, 1)
+
+
+def test_fixed_stride_cache_refuses_a_gap(tiny_model):
+    fix = dict(num_left_ref_imgs=1, frame_stride=2)
+    _step(tiny_model, 3, 0, refs=3, **fix)
+    _step(tiny_model, 3, 1, **fix)
+    with pytest.raises(RuntimeError, match="fixed-stride frame 3 follows frame 1 of its video; frames must be "
+                                           "consecutive"):
+        _step(tiny_model, 3, 3, **fix)
+    tiny_model.reset_video_memo()
