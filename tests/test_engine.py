@@ -1,4 +1,4 @@
-"""clab train / test on the tiny synthetic config: bad input, NaN losses, kill-and-resume, two processes."""
+"""clab train / test on the tiny synthetic config: bad input, NaN losses, kill-and-resume, two torchrun processes."""
 from __future__ import annotations
 
 import json
@@ -123,7 +123,7 @@ def test_killed_run_resumes_to_the_same_losses(tiny_set, tmp_path):
             assert b[it][key] == pytest.approx(a[it][key], rel=1e-5, abs=1e-7), (it, key)
 
 
-def test_two_gloo_processes_train_and_test(tiny_set, tmp_path):
+def test_two_gloo_processes_train(tiny_set, tmp_path):
     work = tmp_path / "dist"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
@@ -137,12 +137,5 @@ def test_two_gloo_processes_train_and_test(tiny_set, tmp_path):
     # 6 clips over 2 processes x 2 clips per step -> 2 iterations (mmdet pads groups to whole batches)
     assert sorted(records) == [1, 2]
     assert records[1]["loss_cab"] > 0 and records[1]["w_cab"] == pytest.approx(0.005)
-    out = tmp_path / "test"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534",
-           "-m", "clab", "test", TINY_CLAB, str(work / "latest.pth"), "--out", str(out), "--launcher", "pytorch",
-           "--device", "cpu", "--no-progress", "--cfg-options", f"data_root={tiny_set}/"]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["world_size"] == 2 and metrics["num_frames"] == 12
-    assert 0.0 <= metrics["bbox_mAP_50"] <= 1.0
+    # testing on two processes (gather to rank 0, loader workers) is covered with SLURM-style processes in
+    # tests/test_gpu_path.py

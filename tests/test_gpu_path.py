@@ -152,7 +152,8 @@ def test_accumulation_steps_once_per_k_iterations_and_warns(tiny_set, tmp_path):
            .read_text().splitlines() if '"mode": "train"' in line]
     assert [("grad_norm" in r) for r in log] == [False, False, True]
     lrs = [r["lr"] for r in log]
-    assert lrs == pytest.approx([0.02 * (1 / 3 + (1 - 1 / 3) * i / 6) for i in range(3)], abs=1e-5)  # logged to 5 digits
+    # logged to 5 digits
+    assert lrs == pytest.approx([0.02 * (1 / 3 + (1 - 1 / 3) * i / 6) for i in range(3)], abs=1e-5)
 
 
 # ------------------------------------------------------------------ devices and the test loader
