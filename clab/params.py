@@ -101,13 +101,19 @@ SCHEMA: dict[str, Param] = {
     "SEEDS": Param(list, [], "training seeds: every model is trained and tested once per seed, and tables give the "
                    "mean, spread and 95% interval over them; empty: [SEED]", item=int, check=_at_least(0)),
     # data
-    "DATASET": Param(str, "synthetic", "synthetic or imagenet_vid", check=_one_of("synthetic", "imagenet_vid")),
+    "DATASET": Param(str, "synthetic", "synthetic, imagenet_vid or custom (your videos: CUSTOM_* and a *_custom.py "
+                     "config)", check=_one_of("synthetic", "imagenet_vid", "custom")),
     "DATA_ROOT": Param(str, "data/synthetic", "data root (synthetic set, or the ILSVRC2015 folder)",
                        check=_non_empty),
     "SYNTHETIC_TRAIN_VIDEOS": Param(int, 24, "synthetic set: training videos", check=_at_least(1)),
     "SYNTHETIC_VAL_VIDEOS": Param(int, 8, "synthetic set: validation videos", check=_at_least(1)),
     "SYNTHETIC_FRAMES": Param(int, 12, "synthetic set: frames per video", check=_at_least(2)),
     "CONVERT_IMAGENET": Param(bool, False, "imagenet_vid: convert the ILSVRC annotations first"),
+    "CUSTOM_CLASSES": Param(list, [], "custom: class names, in the annotation files' category order", item=str,
+                            check=_non_empty),
+    "CUSTOM_TRAIN_ANN": Param(str, "", "custom: training CocoVID json (clab convert-mot / convert-cvat), image paths "
+                              "relative to DATA_ROOT"),
+    "CUSTOM_VAL_ANN": Param(str, "", "custom: validation CocoVID json, image paths relative to DATA_ROOT"),
     # models and training
     "MODELS": Param(list, ["baseline", "clab"], "which of baseline / clab to train and evaluate", item=str,
                     check=_one_of(*MODEL_NAMES)),

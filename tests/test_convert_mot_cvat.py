@@ -222,3 +222,33 @@ def test_tiny_model_trains_on_a_converted_mot_tree(tmp_path):
     assert len(losses) == 3 and all(np.isfinite(losses)) and losses[-1] < losses[0]
     ckpt = torch.load(work / "latest.pth", weights_only=True)
     assert ckpt["meta"]["CLASSES"] == classes
+
+
+def test_notebook_data_prep_for_a_custom_dataset(tmp_path):
+    """``DATASET: custom``: the converted files are checked against CUSTOM_CLASSES and the config, and put where
+    the custom config reads them."""
+    from clab.analysis import data_prep
+    from clab.params import check_parameters
+
+    root = tmp_path / "mine"
+    for s in range(2):
+        write_sequence(root, f"seq{s}", ["1,1,10,12,20,16,1,1,1", "2,2,30,12,20,16,1,3,1"], length=3)
+    mot.convert([root], CLASSES, out=tmp_path / "converted", val_fraction=0.5, warn=None)
+    classes = ["pedestrian", "car"]
+    params = check_parameters({
+        "DATASET": "custom", "DATA_ROOT": str(root), "CUSTOM_CLASSES": classes, "MODELS": ["baseline"],
+        "CUSTOM_TRAIN_ANN": str(tmp_path / "converted" / "mot_train.json"),
+        "CUSTOM_VAL_ANN": str(tmp_path / "converted" / "mot_val.json"),
+        "CONFIG_BASELINE": str(ROOT / "configs" / "selsa-troi_faster-rcnn_tiny_custom.py")})
+    summary = data_prep.prepare_dataset(params, progress=False)
+    assert summary["custom"]["train"]["videos"] == 1 and summary["custom"]["val"]["images"] == 3
+    files = data_prep.split_files(params)
+    assert {n: f["split"] for n, f in files.items()} == {"custom_train": "train", "custom_val": "test"}
+    assert json.loads((root / "annotations" / "custom_val.json").read_text()) == \
+        json.loads((tmp_path / "converted" / "mot_val.json").read_text())
+    with pytest.raises(ValueError, match=r"CUSTOM_CLASSES \['car', 'pedestrian'\] differ from the config's"):
+        data_prep.prepare_dataset({**params, "CUSTOM_CLASSES": ["car", "pedestrian"]}, progress=False)
+    (root / "seq1" / "img1" / "000002.jpg").unlink()
+    with pytest.raises(ValueError, match="fails the data check") as err:
+        data_prep.prepare_dataset(params, progress=False)
+    assert "000002.jpg does not exist" in str(err.value)

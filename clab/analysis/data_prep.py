@@ -58,8 +58,11 @@ def first_file(params: dict[str, Any], split: str) -> dict[str, str]:
 
 
 def prepare_dataset(params: dict[str, Any], progress: bool = True) -> dict[str, Any]:
-    """Generate the synthetic set (reused when the same seed and size are already there) or, for ImageNet
-    VID, convert its annotations when ``CONVERT_IMAGENET``; then check every annotation file exists."""
+    """Generate the synthetic set (reused when the same seed and size are already there); for ImageNet VID with
+    ``CONVERT_IMAGENET``, run the ``clab check-data`` preflight (problems other than counts that differ from the
+    published ones stop here) and convert the annotations; for ``custom``, check the ``CUSTOM_*`` annotation
+    files and put them where the custom configs read them (:func:`clab.data.custom.prepare_custom`); then check
+    every annotation file exists."""
     t0 = time.perf_counter()
     root = Path(params["DATA_ROOT"])
     summary: dict[str, Any] = {"dataset": params["DATASET"], "data_root": str(root)}
@@ -69,8 +72,22 @@ def prepare_dataset(params: dict[str, Any], progress: bool = True) -> dict[str, 
                                  val_videos=params["SYNTHETIC_VAL_VIDEOS"], frames=params["SYNTHETIC_FRAMES"])
         summary["generated"] = not is_current(root, params["SEED"], config)
         make_synthetic(root, params["SEED"], config, reuse=True)
+    elif params["DATASET"] == "custom":
+        from ..data.custom import prepare_custom
+        summary["custom"] = prepare_custom(root, params["CUSTOM_CLASSES"], params["CUSTOM_TRAIN_ANN"],
+                                           params["CUSTOM_VAL_ANN"], _run_config(params).data.train.get("classes"),
+                                           progress=progress)
     elif params["CONVERT_IMAGENET"]:
-        from ..data.imagenet_vid import convert
+        from ..data.check import check
+        from ..data.converters.imagenet_vid import convert
+        report = check(root=root, progress=progress)  # the preflight of clab check-data, before converting
+        summary["check_data"] = {"rows": report.rows, "problems": dict(report.problems)}
+        if report.problems_except("counts"):
+            raise ValueError(f"clab check-data found problems in {root}; fix them before converting:\n"
+                             f"{report.format()}")
+        if report.problems.get("counts"):
+            print(f"warning: {root} differs from the published ILSVRC2015 counts (a partial copy?):\n"
+                  + "\n".join(report.problems["counts"]))
         summary["converted"] = convert(root, progress=progress)
     missing = [f["ann_file"] for f in split_files(params).values() if not Path(f["ann_file"]).is_file()]
     if missing:

@@ -55,6 +55,10 @@ class Report:
     def ok(self) -> bool:
         return not any(self.problems.values())
 
+    def problems_except(self, *kinds: str) -> dict[str, list[str]]:
+        """The problems of every kind but ``kinds`` (e.g. ``'counts'``: a partial copy is still usable)."""
+        return {k: v for k, v in self.problems.items() if v and k not in kinds}
+
     def row(self, quantity: str, expected, found) -> None:
         self.rows.append((quantity, expected, found))
 
