@@ -20,9 +20,13 @@ Deliberate differences from mmtracking 0.14 / the CLAB fork (same outputs):
   RoI with batch index i (column 0 of ``rois``) attends only to clip i's maps. The published code picks
   a branch from ``len(ref_feats)`` and breaks at N == 1 (SPEC 0.1).
 - Memory-bounded search: key RoIs are processed in chunks and the similarity of a chunk is built one
-  reference map at a time, so at most ``similarity_chunk_elements`` similarity entries exist at once
-  (upstream builds the whole (n*49) x (K*h*w) matrix, 2 GB at 600x1000 with 300 RoIs and 15 maps). The
-  top-k runs over all positions of one map, so it equals the unchunked top-k.
+  prepared stack of maps at a time (one batched product, one top-k, one gather per stack), so at most
+  ``similarity_chunk_elements`` similarity entries exist at once (upstream builds the whole
+  (n*49) x (K*h*w) matrix, 2 GB at 600x1000 with 300 RoIs and 15 maps); the default bound is chosen for
+  the device (:func:`default_chunk_elements`). The top-k runs over all positions of one map, so it equals
+  the unchunked top-k.
+- Mixed precision: half-precision features are computed in float32 with autocast off and returned in
+  their dtype (the published module's ``force_fp32(apply_to=('feats', 'ref_feats'), out_fp16=True)``).
 - Reusable references (SPEC 2.7, PERFORMANCE.md): :meth:`prepare_reference_maps` computes the normalised
   maps once; :meth:`aggregate` takes several prepared stacks (a video's cached references plus the key
   frame's own map). Optionally the embed conv's nine taps are precomputed on each map, and the embed of a
@@ -31,6 +35,7 @@ Deliberate differences from mmtracking 0.14 / the CLAB fork (same outputs):
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -40,8 +45,39 @@ from mmcv.cnn import ConvModule
 from mmdet.models.builder import MODELS
 from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
 from torch import Tensor
+from torch.profiler import record_function
 
 from .reference_cache import ReferenceMaps
+
+
+#: similarity entries per block on a CPU by default (float32: 128 MiB): see default_chunk_elements
+CPU_CHUNK_ELEMENTS = 2**25
+#: the GPU default's bounds, and the share of free device memory it may take
+GPU_CHUNK_ELEMENTS_MIN, GPU_CHUNK_ELEMENTS_MAX, GPU_FREE_MEMORY_SHARE = 2**22, 2**30, 0.25
+#: SingleRoIExtractor.forward without mmcv's force_fp32 wrapper (the wrapper keeps it as __wrapped__)
+_PLAIN_ROI_FORWARD = getattr(SingleRoIExtractor.forward, '__wrapped__', SingleRoIExtractor.forward)
+
+
+def default_chunk_elements(device: torch.device | str) -> int:
+    """The default bound on similarity entries materialised at once by the most-similar search.
+
+    On a GPU: a quarter of the free device memory, counting 8 bytes per entry (the float32 block and
+    as much again for the top-k's workspace), within [2**22, 2**30] entries: at 600x1000 (300 RoIs,
+    14 cached 38x63 maps) one block per map stack, i.e. two similarity products a frame instead of
+    ~135. On a CPU: ``CPU_CHUNK_ELEMENTS`` (measured, benchmarks/README.md).
+
+    Args:
+        device: where the search runs.
+
+    Returns:
+        the number of entries.
+    """
+    device = torch.device(device)
+    if device.type == 'cuda':
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = int(free * GPU_FREE_MEMORY_SHARE) // 8
+        return min(max(budget, GPU_CHUNK_ELEMENTS_MIN), GPU_CHUNK_ELEMENTS_MAX)
+    return CPU_CHUNK_ELEMENTS
 
 
 @MODELS.register_module()
@@ -56,9 +92,10 @@ class TemporalRoIAlign(SingleRoIExtractor):
             key and most-similar features instead and builds no embed network.
         epsilon: added to the L2 norms of the cosine similarity (1e-10 in CLAB; 0 reproduces upstream,
             which gives NaN for an all-zero feature vector).
-        similarity_chunk_elements: the most similarity entries (RoI points x positions of one map)
-            materialised at once; key RoIs are processed in chunks of
-            ``max(1, similarity_chunk_elements // (49 * h * w))``.
+        similarity_chunk_elements: the most similarity entries (RoI points x positions of all maps of
+            one prepared stack) materialised at once; key RoIs are processed in chunks of
+            ``max(1, similarity_chunk_elements // (49 * K * h * w))`` for the largest stack of K maps.
+            None (default) chooses it for the device at run time (:func:`default_chunk_elements`).
     """
 
     def __init__(self,
@@ -68,7 +105,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
                  num_most_similar_points: int = 2,
                  num_temporal_attention_blocks: int = 4,
                  epsilon: float = 1e-10,
-                 similarity_chunk_elements: int = 2**22,
+                 similarity_chunk_elements: int | None = None,
                  finest_scale: int = 56,
                  init_cfg: dict | None = None) -> None:
         if len(featmap_strides) != 1:
@@ -83,15 +120,17 @@ class TemporalRoIAlign(SingleRoIExtractor):
                              f'divisor of out_channels={out_channels}, got {blocks!r}')
         if not epsilon >= 0:
             raise ValueError(f'TemporalRoIAlign: epsilon must be >= 0, got {epsilon!r}')
-        if int(similarity_chunk_elements) != similarity_chunk_elements or similarity_chunk_elements < 1:
-            raise ValueError('TemporalRoIAlign: similarity_chunk_elements must be an integer >= 1, got '
-                             f'{similarity_chunk_elements!r}')
+        if similarity_chunk_elements is not None and (
+                int(similarity_chunk_elements) != similarity_chunk_elements or similarity_chunk_elements < 1):
+            raise ValueError('TemporalRoIAlign: similarity_chunk_elements must be None or an integer >= 1, '
+                             f'got {similarity_chunk_elements!r}')
         super().__init__(roi_layer, out_channels, list(featmap_strides), finest_scale=finest_scale,
                          init_cfg=init_cfg)
         self.num_most_similar_points = int(num_most_similar_points)
         self.num_temporal_attention_blocks = int(blocks)
         self.epsilon = float(epsilon)
-        self.similarity_chunk_elements = int(similarity_chunk_elements)
+        self.similarity_chunk_elements = (None if similarity_chunk_elements is None
+                                          else int(similarity_chunk_elements))
         if self.num_temporal_attention_blocks > 0:
             # Kaiming-normal (fan_out, relu) weights and zero bias: ConvModule's own init.
             self.embed_network = ConvModule(out_channels, out_channels, 3, padding=1, conv_cfg=None,
@@ -105,6 +144,10 @@ class TemporalRoIAlign(SingleRoIExtractor):
                 ref_feats: Tensor | Sequence[Tensor] | None = None) -> Tensor:
         """RoI features of ``rois``, temporally aggregated when ``ref_feats`` is given.
 
+        Half-precision inputs (float16 / bfloat16, e.g. under mmcv's fp16 mode) are computed in float32
+        with autocast off and the result is returned in the dtype of ``feats`` (the published module's
+        ``force_fp32(apply_to=('feats', 'ref_feats'), out_fp16=True)``).
+
         Args:
             feats: one-level tuple (Tensor[N, C, h, w],) of the images the RoIs lie in.
             rois: Tensor[n, 5], [batch index, x1, y1, x2, y2] in input-image pixels (mmdet ``bbox2roi``).
@@ -114,18 +157,25 @@ class TemporalRoIAlign(SingleRoIExtractor):
                 one Tensor[K, C, h, w] when N == 1.
 
         Returns:
-            Tensor[n, C, 7, 7] in the row order of ``rois``.
+            Tensor[n, C, 7, 7] in the row order of ``rois``, of the dtype of ``feats``.
         """
-        roi_feats = super().forward(feats, rois, roi_scale_factor)  # (n, C, 7, 7)
-        if ref_feats is None:
-            return roi_feats
-        if isinstance(ref_feats, Tensor):
-            ref_feats = [ref_feats]
-        clip_maps = [[self.prepare_reference_maps(f)] for f in ref_feats]
-        return self.aggregate_clips(roi_feats, rois[:, 0], clip_maps)
+        out_dtype = feats[0].dtype
+        dtype = _compute_dtype(out_dtype)
+        with _full_precision(feats[0].device):
+            feats = tuple(f.to(dtype) for f in feats)
+            # the parent's forward without its fp16 wrapper, which would round the result to fp16
+            roi_feats = _PLAIN_ROI_FORWARD(self, feats, rois.to(dtype), roi_scale_factor)  # (n, C, 7, 7)
+            if ref_feats is not None:
+                if isinstance(ref_feats, Tensor):
+                    ref_feats = [ref_feats]
+                clip_maps = [[self.prepare_reference_maps(f)] for f in ref_feats]
+                roi_feats = self.aggregate_clips(roi_feats, rois[:, 0], clip_maps)
+        return roi_feats.to(out_dtype)
 
     def prepare_reference_maps(self, ref_feats: Tensor, with_embed_taps: bool = False) -> ReferenceMaps:
         """Lay out K reference maps for the most-similar search (and optionally precompute embed taps).
+
+        Computed in float32 for half-precision maps (the stored layouts are float32).
 
         Args:
             ref_feats: Tensor[K, C, h, w], one neck map per reference frame.
@@ -142,13 +192,14 @@ class TemporalRoIAlign(SingleRoIExtractor):
             raise ValueError('TemporalRoIAlign: with_embed_taps needs the embed network '
                              '(num_temporal_attention_blocks > 0)')
         num_maps, _, height, width = ref_feats.shape
-        flat = ref_feats.flatten(2)  # (K, C, h*w)
-        normed = flat / (flat.norm(p=2, dim=1, keepdim=True) + self.epsilon)  # (K, C, h*w)
-        points = flat.transpose(1, 2).contiguous()  # (K, h*w, C)
-        embed_taps = None
-        if with_embed_taps:
-            # one map at a time: (9*C, h*w) products, stored position-major as (K, h*w, 9*C)
-            embed_taps = torch.stack([self._tap_products(flat[k]).t() for k in range(num_maps)])
+        with _full_precision(ref_feats.device):
+            flat = ref_feats.to(_compute_dtype(ref_feats.dtype)).flatten(2)  # (K, C, h*w)
+            normed = flat / (flat.norm(p=2, dim=1, keepdim=True) + self.epsilon)  # (K, C, h*w)
+            points = flat.transpose(1, 2).contiguous()  # (K, h*w, C)
+            embed_taps = None
+            if with_embed_taps:
+                # one map at a time: (9*C, h*w) products, stored position-major as (K, h*w, 9*C)
+                embed_taps = torch.stack([self._tap_products(flat[k]).t() for k in range(num_maps)])
         return ReferenceMaps(points=points, normed=normed.contiguous(), height=height, width=width,
                              embed_taps=embed_taps)
 
@@ -162,7 +213,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
             clip_maps: for each of the N clips, its prepared reference map stacks.
 
         Returns:
-            Tensor[n, C, 7, 7] in the row order of ``roi_feats``.
+            Tensor[n, C, 7, 7] in the row order (and of the dtype) of ``roi_feats``.
         """
         clip_inds = roi_clip_inds.long()
         num_clips = len(clip_maps)
@@ -170,6 +221,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
             raise ValueError(f'TemporalRoIAlign: RoI batch indices must lie in [0, {num_clips}) for '
                              f'{num_clips} reference clips, got {int(clip_inds.min())}..'
                              f'{int(clip_inds.max())}')
+        if num_clips == 1:
+            return self.aggregate(roi_feats, clip_maps[0])
         out = torch.zeros_like(roi_feats)
         for i, maps in enumerate(clip_maps):
             idx = torch.nonzero(clip_inds == i, as_tuple=False).squeeze(1)
@@ -181,6 +234,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
     def aggregate(self, roi_feats: Tensor, ref_maps: Sequence[ReferenceMaps]) -> Tensor:
         """TRoI aggregation of one clip's key RoIs against its reference maps (SPEC 2.4).
 
+        Computed in float32 with autocast off for half-precision ``roi_feats``; returned in their dtype.
+
         Args:
             roi_feats: Tensor[n, C, 7, 7], plain RoIAlign features R of the key RoIs.
             ref_maps: prepared map stacks, taken in order as the K reference frames (for a cached video:
@@ -188,7 +243,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
                 with ``embed_taps`` are embedded by gathering taps, the others by the conv.
 
         Returns:
-            Tensor[n, C, 7, 7].
+            Tensor[n, C, 7, 7], of the dtype of ``roi_feats``.
         """
         if len(ref_maps) == 0 or sum(m.num_maps for m in ref_maps) == 0:
             raise ValueError('TemporalRoIAlign: at least one reference map is needed for aggregation')
@@ -199,57 +254,87 @@ class TemporalRoIAlign(SingleRoIExtractor):
         n, _, roi_h, roi_w = roi_feats.shape
         if n == 0:
             return roi_feats
-        positions = max(m.height * m.width for m in ref_maps)
-        chunk = max(1, self.similarity_chunk_elements // (roi_h * roi_w * positions))
-        outs = [self._aggregate_chunk(roi_feats[start:start + chunk], ref_maps)
-                for start in range(0, n, chunk)]
-        return torch.cat(outs) if len(outs) > 1 else outs[0]
+        out_dtype = roi_feats.dtype
+        dtype = _compute_dtype(out_dtype)
+        with _full_precision(roi_feats.device):
+            roi_feats = roi_feats.to(dtype)
+            ref_maps = [_maps_as(m, dtype) for m in ref_maps]
+            # the largest similarity block of one stack (all its maps at once) bounds the RoI chunk
+            positions = max(m.num_maps * m.height * m.width for m in ref_maps)
+            chunk = max(1, self.chunk_elements(roi_feats.device) // (roi_h * roi_w * positions))
+            outs = [self._aggregate_chunk(roi_feats[start:start + chunk], ref_maps)
+                    for start in range(0, n, chunk)]
+            out = torch.cat(outs) if len(outs) > 1 else outs[0]
+        return out.to(out_dtype)
+
+    def chunk_elements(self, device: torch.device | str) -> int:
+        """The most similarity entries materialised at once on ``device``.
+
+        ``similarity_chunk_elements`` when it was given; else the device's default
+        (:func:`default_chunk_elements`).
+        """
+        if self.similarity_chunk_elements is not None:
+            return self.similarity_chunk_elements
+        return default_chunk_elements(device)
 
     # ------------------------------------------------------------------ internals
     def _aggregate_chunk(self, roi_feats: Tensor, ref_maps: Sequence[ReferenceMaps]) -> Tensor:
-        """:meth:`aggregate` for a chunk of RoIs small enough for one map's similarity block.
+        """:meth:`aggregate` for a chunk of RoIs whose similarity block against each stack fits the bound.
 
         Works on RoI points, Tensor[n*7*7, C] in (roi, y, x) order, and returns to Tensor[n, C, 7, 7].
+        Each stack of K maps is searched at once: one batched product (K, n*49, h*w), one top-k over its
+        last axis, one gather of the most-similar features and one gather (or conv) of their embeds.
         """
         n, channels, roi_h, roi_w = roi_feats.shape
+        points = n * roi_h * roi_w
         blocks = self.num_temporal_attention_blocks
         block_size = channels // max(blocks, 1)
-        key_points = roi_feats.permute(0, 2, 3, 1).reshape(-1, channels)  # (n*49, C)
+        key_points = roi_feats.permute(0, 2, 3, 1).reshape(points, channels)  # (n*49, C)
         key_hat = key_points / (key_points.norm(p=2, dim=1, keepdim=True) + self.epsilon)
-        frames = [key_points]  # K+1 tensors (n*49, C): the key, then the most-similar features
-        logits = []  # K+1 tensors (n*49, blocks): <E_k, E_0> per block
+        frames = [key_points[None]]  # tensors (K_s, n*49, C): the key, then each stack's most-similar
+        embeds = []  # the same frames embedded, (K_s, n*49, C)
         if blocks > 0:
-            key_embed = self._to_points(self.embed_network(roi_feats)).view(-1, blocks, block_size)
-            logits.append((key_embed * key_embed).sum(dim=2))
+            with record_function('troi.embed'):
+                embeds.append(self._to_points(self._embed_conv(roi_feats))[None])
         for maps in ref_maps:
-            for k in range(maps.num_maps):
-                sim = key_hat.mm(maps.normed[k])  # (n*49, h*w)
-                values, idx = sim.topk(self.num_most_similar_points, dim=1)  # (n*49, top)
-                del sim
-                weights = values.softmax(dim=1)  # (n*49, top)
-                # weighted sum of the raw features at the top positions: (n*49, C)
-                most_similar = F.embedding_bag(idx, maps.points[k], per_sample_weights=weights,
-                                               mode='sum')
-                frames.append(most_similar)
-                if blocks == 0:
-                    continue
+            num_maps, positions = maps.num_maps, maps.height * maps.width
+            with record_function('troi.similarity'):
+                # (K, n*49, h*w): the cosine similarity of every RoI point with every map position
+                sim = torch.matmul(key_hat, maps.normed)
+            with record_function('troi.topk'):
+                values, idx = sim.topk(self.num_most_similar_points, dim=2)  # (K, n*49, top)
+            del sim
+            with record_function('troi.gather'):
+                weights = values.softmax(dim=2)  # (K, n*49, top)
+                # rows of the K maps stacked: position q of map k is row k*h*w + q
+                offsets = torch.arange(num_maps, device=idx.device).mul_(positions).view(-1, 1, 1)
+                rows = (idx + offsets).view(-1, idx.size(2))
+                # weighted sum of the raw features at the top positions: (K, n*49, C)
+                most_similar = F.embedding_bag(rows, maps.points.view(-1, channels),
+                                               per_sample_weights=weights.reshape(rows.shape),
+                                               mode='sum').view(num_maps, points, channels)
+            frames.append(most_similar)
+            if blocks == 0:
+                continue
+            with record_function('troi.embed'):
                 if maps.embed_taps is None:
-                    ms_maps = most_similar.view(n, roi_h, roi_w, channels).permute(0, 3, 1, 2)
-                    embed = self._to_points(self.embed_network(ms_maps))
+                    ms_maps = most_similar.view(num_maps * n, roi_h, roi_w, channels).permute(0, 3, 1, 2)
+                    embed = self._to_points(self._embed_conv(ms_maps))
                 else:
-                    embed = self._embed_from_taps(maps.embed_taps[k], idx.view(n, roi_h, roi_w, -1),
-                                                  weights.view(n, roi_h, roi_w, -1))
-                logits.append((embed.view(-1, blocks, block_size) * key_embed).sum(dim=2))
-        if blocks == 0:
-            out = torch.stack(frames).mean(dim=0)  # (n*49, C)
-        else:
-            # softmax over the K+1 frames (the key included) of the scaled dot products
-            alpha = (torch.stack(logits) / math.sqrt(block_size)).softmax(dim=0)  # (K+1, n*49, blocks)
-            out = None  # sum_k alpha_k * X_k, accumulated frame by frame: (n*49, blocks, C/blocks)
-            for frame, frame_alpha in zip(frames, alpha):
-                frame = frame.view(-1, blocks, block_size)
-                frame_alpha = frame_alpha.unsqueeze(2)
-                out = frame * frame_alpha if out is None else torch.addcmul(out, frame, frame_alpha)
+                    embed = self._embed_from_taps(maps.embed_taps.view(-1, 9 * channels),
+                                                  rows.view(num_maps * n, roi_h, roi_w, -1),
+                                                  weights.view(num_maps * n, roi_h, roi_w, -1))
+                embeds.append(embed.view(num_maps, points, channels))
+        with record_function('troi.attention'):
+            frames = torch.cat(frames)  # (K+1, n*49, C)
+            if blocks == 0:
+                out = frames.mean(dim=0)  # (n*49, C)
+            else:
+                embeds = torch.cat(embeds).view(-1, points, blocks, block_size)  # (K+1, n*49, B, C/B)
+                logits = (embeds * embeds[:1]).sum(dim=3)  # (K+1, n*49, B): <E_k, E_0> per block
+                # softmax over the K+1 frames (the key included) of the scaled dot products
+                alpha = (logits / math.sqrt(block_size)).softmax(dim=0)
+                out = torch.einsum('kpb,kpbc->pbc', alpha, frames.view(-1, points, blocks, block_size))
         return out.reshape(n, roi_h, roi_w, channels).permute(0, 3, 1, 2).contiguous()
 
     @staticmethod
@@ -257,22 +342,30 @@ class TemporalRoIAlign(SingleRoIExtractor):
         """Tensor[n, C, 7, 7] -> Tensor[n*7*7, C] in (roi, y, x) order."""
         return maps.permute(0, 2, 3, 1).reshape(-1, maps.size(1))
 
+    def _embed_conv(self, maps: Tensor) -> Tensor:
+        """The embed network (a 3x3 conv, padding 1) on Tensor[n, C, 7, 7], with its weights in the
+        dtype of ``maps``."""
+        conv = self.embed_network.conv
+        bias = None if conv.bias is None else conv.bias.to(maps.dtype)
+        return F.conv2d(maps, conv.weight.to(maps.dtype), bias, conv.stride, conv.padding, conv.dilation)
+
     def _tap_products(self, flat_map: Tensor) -> Tensor:
         """Tensor[C, P] map positions -> Tensor[9*C, P], row t*C + o = sum_c W[o, c, t // 3, t % 3] F[c]."""
-        weight = self.embed_network.conv.weight  # (C_out, C_in, 3, 3)
+        weight = self.embed_network.conv.weight.to(flat_map.dtype)  # (C_out, C_in, 3, 3)
         taps_weight = weight.permute(2, 3, 0, 1).reshape(-1, weight.size(1))  # (9*C_out, C_in)
         return taps_weight.mm(flat_map)
 
     def _embed_from_taps(self, taps: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
-        """The embed conv of most-similar features, gathered from one map's precomputed taps.
+        """The embed conv of most-similar features, gathered from precomputed taps.
 
         A most-similar point is sum_j w_j F[:, q_j], so tap t of the conv applied to it is
         sum_j w_j taps[q_j, t]; output point (y, x) sums tap (dy, dx) of source point
         (y + dy - 1, x + dx - 1), none outside the RoI grid (the conv's zero padding), plus the bias.
 
         Args:
-            taps: Tensor[h*w, 9*C], one map's ``embed_taps``.
-            idx: Tensor[n, 7, 7, top] long, the most-similar positions of each RoI point.
+            taps: Tensor[P, 9*C], ``embed_taps`` of one map (P = h*w) or of a stack of maps with their
+                positions stacked (P = K*h*w).
+            idx: Tensor[n, 7, 7, top] long, the most-similar rows of ``taps`` of each RoI point.
             weights: Tensor[n, 7, 7, top], their softmax weights.
 
         Returns:
@@ -281,7 +374,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
         """
         n, roi_h, roi_w, top = idx.shape
         channels = taps.size(1) // 9
-        rows = taps.view(-1, channels)  # (h*w*9, C), row 9*position + t
+        rows = taps.view(-1, channels)  # (P*9, C), row 9*position + t
         # the grid padded by one zero-weight point on each side: (n, (7+2)*(7+2), top)
         idx = F.pad(idx, (0, 0, 1, 1, 1, 1)).view(n, -1, top)
         weights = F.pad(weights, (0, 0, 1, 1, 1, 1)).view(n, -1, top)
@@ -297,4 +390,27 @@ class TemporalRoIAlign(SingleRoIExtractor):
         bag_weights = weights.index_select(1, source).view(-1, 9 * top)
         out = F.embedding_bag(bag_idx, rows, per_sample_weights=bag_weights, mode='sum')  # (n*49, C)
         bias = self.embed_network.conv.bias
-        return out if bias is None else out + bias
+        return out if bias is None else out + bias.to(out.dtype)
+
+
+# ---------------------------------------------------------------------- dtype and device helpers
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float32 for half-precision dtypes (float16, bfloat16), else ``dtype`` itself (float32, float64)."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _full_precision(device: torch.device | str):
+    """Context that turns autocast off on ``device`` (CUDA or CPU), so fp32 operands stay fp32."""
+    kind = torch.device(device).type
+    if kind in ('cuda', 'cpu'):
+        return torch.autocast(device_type=kind, enabled=False)
+    return contextlib.nullcontext()
+
+
+def _maps_as(maps: ReferenceMaps, dtype: torch.dtype) -> ReferenceMaps:
+    """``maps`` itself when its tensors have ``dtype``, else a copy converted to it."""
+    if maps.points.dtype == dtype:
+        return maps
+    taps = None if maps.embed_taps is None else maps.embed_taps.to(dtype)
+    return ReferenceMaps(points=maps.points.to(dtype), normed=maps.normed.to(dtype), height=maps.height,
+                         width=maps.width, embed_taps=taps)
