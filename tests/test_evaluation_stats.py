@@ -260,3 +260,25 @@ def test_match_table_round_trip_and_errors(tmp_path):
         video_bootstrap({"baseline": weak, "clab": other}, n_boot=5)
     with pytest.raises(ValueError, match="n_boot must be >= 1"):
         video_bootstrap({"baseline": weak}, n_boot=0)
+
+
+def test_speed_split_equals_cocoeval_with_out_of_range_objects_ignored():
+    from pycocotools.cocoeval import COCOeval  # noqa: F401  (the reference below subclasses it)
+
+    from clab.evaluation.coco_metrics import per_class_ap, run_cocoeval
+    from clab.evaluation.speed_split import _RangeCOCOeval, speed_split_entries
+    rng = np.random.default_rng(6)
+    coco, results = _random_videos(rng, n_videos=6, frames=6)
+    img_ids, cat_ids = coco.getImgIds(), coco.getCatIds()
+    entries = results_to_coco_json(results, img_ids, cat_ids)
+    motion = {a["id"]: float(rng.choice([0.5, 0.8, 0.95])) for a in coco.dataset["annotations"]}
+    got = speed_split_entries(coco, entries, img_ids, cat_ids, motion)
+    for name, keep in (("slow", 0.95), ("medium", 0.8), ("fast", 0.5)):
+        ignored = {a for a, m in motion.items() if m != keep}
+        with contextlib.redirect_stdout(io.StringIO()):
+            ev = _RangeCOCOeval(coco, coco.loadRes(entries), ignored)
+        ev.params.maxDets, ev.params.iouThrs = [100, 300, 1000], np.array([0.5])
+        ev.params.areaRng, ev.params.areaRngLbl = [[0.0, 1e10]], ["all"]
+        run_cocoeval(ev)
+        assert list(got[f"AP50_per_class_{name}"].values()) == pytest.approx(per_class_ap(ev), abs=1e-12,
+                                                                               nan_ok=True)

@@ -39,10 +39,11 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval, Params
 
 from ..io import atomic_open
-from .coco_match import IGNORED, TP, match_coco
+from .coco_match import IGNORED, TP, CocoMatch, match_coco
 from .coco_metrics import MAX_DETS, class_names, load_coco, resolve_ids, results_to_coco_json
 
-__all__ = ["MatchTable", "units_of_images", "match_detections", "table_from_entries", "table_from_cocoeval",
+__all__ = ["MatchTable", "units_of_images", "match_detections", "table_from_entries", "table_from_match",
+           "table_from_cocoeval",
            "coco_ap101",
            "table_map", "video_bootstrap", "save_match_table", "load_match_table"]
 
@@ -192,6 +193,12 @@ def table_from_entries(coco: COCO, entries: Sequence[Mapping[str, Any]], img_ids
     """:class:`MatchTable` of checked COCO result entries (``bbox`` ``[x, y, w, h]``), counting at most
     ``max_dets`` detections per frame and class."""
     m = match_coco(coco, entries, img_ids, cat_ids, iou_thr=iou_thr, max_dets=max_dets)
+    return table_from_match(m, coco, cat_ids, classes, iou_thr)
+
+
+def table_from_match(m: CocoMatch, coco: COCO, cat_ids: Sequence[int], classes: Sequence[str],
+                     iou_thr: float = 0.5) -> MatchTable:
+    """:class:`MatchTable` of a :class:`clab.evaluation.coco_match.CocoMatch` (videos as units)."""
     unit_of_image, unit_names = units_of_images(coco, m.img_ids)
     unit_of_index = np.asarray([unit_of_image[i] for i in m.img_ids], np.int64)
     counted = m.status != IGNORED

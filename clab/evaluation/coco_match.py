@@ -20,7 +20,7 @@ COCO's rules, per frame and class (``COCOeval.evaluateImg``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -92,9 +92,13 @@ def match_coco(coco, entries: Sequence[Mapping[str, Any]], img_ids: Sequence[int
 
 def match_coco_arrays(coco, det_image_ids: np.ndarray, det_cat_ids: np.ndarray, det_xywh: np.ndarray,
                       det_scores: np.ndarray, img_ids: Sequence[int], cat_ids: Sequence[int],
-                      iou_thr: float = 0.5, max_dets: int = 1000) -> CocoMatch:
+                      iou_thr: float = 0.5, max_dets: int = 1000,
+                      ignored_ann_ids: Collection[int] = ()) -> CocoMatch:
     """:func:`match_coco` of detections given as columns: image id (D,), category id (D,), boxes
-    ``[x, y, w, h]`` (D, 4) and scores (D,), in result-file order (it breaks score ties)."""
+    ``[x, y, w, h]`` (D, 4) and scores (D,), in result-file order (it breaks score ties).
+
+    ``ignored_ann_ids``: objects to ignore besides crowds (an ``ignore`` flag set on them after
+    ``COCOeval._prepare``, as the motion split does): matched only once, with the ordinary IoU."""
     img_ids = sorted(int(i) for i in img_ids)
     img_index = {i: n for n, i in enumerate(img_ids)}
     cat_index = {int(c): n for n, c in enumerate(cat_ids)}
@@ -107,15 +111,17 @@ def match_coco_arrays(coco, det_image_ids: np.ndarray, det_cat_ids: np.ndarray, 
     d_group = img_lut[kept] * n_classes + cat_lut[kept]
 
     # objects, in COCOeval's order within a (frame, class) group: counted first, then file order
+    extra = set(ignored_ann_ids)
     rows = [(img_index[i], cat_index[a["category_id"]], *a["bbox"], bool(a.get("iscrowd", 0)),
-             float(a.get("area", 0.0))) for i in img_ids for a in coco.imgToAnns.get(i, [])
+             float(a.get("area", 0.0)), a["id"] in extra) for i in img_ids for a in coco.imgToAnns.get(i, [])
             if a["category_id"] in cat_index]
     g_arr = np.asarray([r[2:6] for r in rows], np.float64).reshape(-1, 4)
     g_img = np.asarray([r[0] for r in rows], np.int64)
     g_lab = np.asarray([r[1] for r in rows], np.int64)
     g_crowd = np.asarray([r[6] for r in rows], bool)
     g_area = np.asarray([r[7] for r in rows], np.float64)
-    g_ignored = g_crowd | (g_area < _AREA_ALL[0]) | (g_area > _AREA_ALL[1])
+    g_extra = np.asarray([r[8] for r in rows], bool)
+    g_ignored = g_crowd | g_extra | (g_area < _AREA_ALL[0]) | (g_area > _AREA_ALL[1])
     g_group = g_img * n_classes + g_lab
     g_order = np.lexsort((g_ignored, g_group))             # group, then counted before ignored, stable
     g_arr, g_group, g_crowd, g_ignored = g_arr[g_order], g_group[g_order], g_crowd[g_order], g_ignored[g_order]

@@ -11,11 +11,12 @@ rule FGFA's ground-truth table agrees with (evidence in :mod:`clab.evaluation.fg
 ``[0, 0.7]``, ``[0.7, 0.9]``, ``[0.9, 1]``, so a motion IoU of exactly 0.7 or 0.9 counts in two ranges there;
 nothing else differs.
 
-**AP per range.** pycocotools ``COCOeval`` at IoU 0.5 (area 'all', ``maxDets`` 1000, 101-point AP, mean
-over the classes that have ground truth in the range), with every ground truth *outside* the range marked
-ignored: a detection matched to an ignored object is neither TP nor FP, and ignored objects do not count
-in the recall denominator. The 'all' range ignores nothing and equals ``bbox_mAP_50`` of
-:func:`clab.evaluation.coco_metrics.coco_bbox_metrics` (unrounded).
+**AP per range.** COCOeval's decisions (computed from arrays by :mod:`clab.evaluation.coco_match`) at IoU
+0.5 (area 'all', ``maxDets`` 1000, 101-point AP, mean over the classes that have ground truth in the
+range), with every ground truth *outside* the range marked ignored: a detection matched to an ignored
+object is neither TP nor FP, and ignored objects do not count in the recall denominator. The 'all' range
+ignores nothing and equals ``bbox_mAP_50`` of :func:`clab.evaluation.coco_metrics.coco_bbox_metrics`
+(unrounded).
 
 This is the kit's COCO-style split (``metrics['speed']``). The split with FGFA's own protocol, comparable
 digit for digit with published slow/medium/fast numbers, is :mod:`clab.evaluation.fgfa_motion`
@@ -42,9 +43,10 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from ..data.stats import motion_class, motion_iou_per_annotation
+from .bootstrap import table_from_match, table_map
+from .coco_match import match_coco_arrays
+from .coco_metrics import MAX_DETS, class_names, load_coco, resolve_ids, results_to_coco_json
 from .fgfa_motion import ISOLATED_MOTION_IOU
-from .coco_metrics import (MAX_DETS, class_names, load_coco, load_results, per_class_ap, resolve_ids,
-                           results_to_coco_json, run_cocoeval)
 
 __all__ = ["SPEED_RANGES", "motion_iou_per_annotation", "speed_of", "speed_split_metrics", "speed_split_entries"]
 
@@ -59,7 +61,8 @@ def speed_of(motion_iou: float) -> str:
 
 
 class _RangeCOCOeval(COCOeval):
-    """COCOeval that additionally ignores the ground truths whose ids are in ``ignored_ann_ids``.
+    """COCOeval that additionally ignores the ground truths whose ids are in ``ignored_ann_ids`` (the
+    reference the array matching of :func:`speed_split_entries` is tested against).
 
     pycocotools' ``_prepare`` resets every ground truth's ``ignore`` flag from ``iscrowd``; this marks the
     listed ones ignored afterwards, on copies (the ground-truth ``COCO`` object is not modified).
@@ -125,8 +128,11 @@ def speed_split_entries(coco: COCO, entries: list[dict], img_ids: Sequence[int],
     if missing:
         raise ValueError(f"no motion IoU for annotation id(s) {missing[:10]}: the speed split needs video "
                          f"frames (images with video_id and frame_id, annotations with instance_id)")
-    coco_dt = load_results(coco, entries)
     names = class_names(coco, cat_ids, classes)
+    columns = (np.asarray([e["image_id"] for e in entries], np.int64),
+               np.asarray([e["category_id"] for e in entries], np.int64),
+               np.asarray([e["bbox"] for e in entries], np.float64).reshape(-1, 4),
+               np.asarray([e["score"] for e in entries], np.float64))
 
     metrics: dict[str, Any] = {}
     for name in ranges:
@@ -134,15 +140,11 @@ def speed_split_entries(coco: COCO, entries: list[dict], img_ids: Sequence[int],
             ignored: set[int] = set()
         else:
             ignored = {a["id"] for a in evaluated if speed_of(motion_iou[a["id"]]) != name}
-        cocoeval = _RangeCOCOeval(coco, coco_dt, ignored)
-        cocoeval.params.catIds = cat_ids
-        cocoeval.params.imgIds = img_ids
-        cocoeval.params.maxDets = list(MAX_DETS)
-        cocoeval.params.iouThrs = np.array([0.5])
-        cocoeval.params.areaRng = [[0.0, 1e5 ** 2]]
-        cocoeval.params.areaRngLbl = ["all"]
-        run_cocoeval(cocoeval)
-        aps = per_class_ap(cocoeval, iou=0.5)
+        # COCOeval's decisions with the out-of-range objects ignored (clab.evaluation.coco_match; equal to
+        # _RangeCOCOeval in the tests, without its per-detection dicts)
+        match = match_coco_arrays(coco, *columns, img_ids, cat_ids, iou_thr=0.5, max_dets=MAX_DETS[-1],
+                                  ignored_ann_ids=ignored)
+        aps = table_map(table_from_match(match, coco, cat_ids, names))[1][0].tolist()
         valid = [ap for ap in aps if not np.isnan(ap)]
         metrics[f"bbox_mAP_50_{name}"] = float(np.mean(valid)) if valid else float("nan")
         metrics[f"num_gts_{name}"] = sum(1 for a in evaluated
