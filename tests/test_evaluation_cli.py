@@ -132,3 +132,22 @@ def test_bad_input_is_one_line_on_the_command_line(small_set, tmp_path, capsys):
     bad_ann.write_text("{\"images\": [")
     status, _, err = _clab(capsys, "evaluate", str(bad_ann), str(res), "--out", str(tmp_path / "out"))
     assert status == 1 and err.startswith("error: ") and "bad.json" in err and err.count("\n") == 1
+
+
+def test_still_images_and_an_empty_results_file(tmp_path):
+    images = [dict(id=i, file_name=f"{i}.jpg", width=100, height=80) for i in (1, 2, 3)]
+    anns = [dict(id=i, image_id=i, category_id=1, bbox=[5.0, 5.0, 40.0, 30.0], area=1200.0, iscrowd=0)
+            for i in (1, 2, 3)]
+    ann = tmp_path / "coco.json"
+    ann.write_text(json.dumps(dict(images=images, annotations=anns, categories=[dict(id=1, name="a")])))
+    res = tmp_path / "res.json"
+    res.write_text(json.dumps([dict(image_id=i, category_id=1, bbox=[5, 5, 40, 30], score=0.5) for i in (1, 2)]))
+    m = evaluate_files(ann, res, tmp_path / "out", n_boot=50)
+    # 2 of 3 objects found, precision 1: COCO 67/101 (recall points 0..0.66), devkit 2/3
+    assert m["coco_stats"]["mAP_50"] == pytest.approx(67 / 101) and m["vid_mAP_50"] == pytest.approx(2 / 3)
+    assert math.isnan(m["vid_mAP_50_slow"]) and math.isnan(m["speed"]["bbox_mAP_50_all"])
+    assert any("no video_id" in n for n in m["notes"]) and m["bootstrap"]["n_videos"] == 3
+    assert "3 validation frames" in m["bootstrap"]["method"]                  # frames are resampled
+    res.write_text("[]")
+    m = evaluate_files(ann, res, tmp_path / "out", n_boot=20)
+    assert m["bbox_mAP_50"] == 0.0 and m["vid_mAP_50"] == 0.0 and m["bootstrap"]["ci_high"] == 0.0

@@ -368,10 +368,12 @@ def video_bootstrap(tables: Mapping[str, MatchTable], n_boot: int = 1000, seed: 
             "boot_std": float(np.nanstd(diff, ddof=1)) if n_boot > 1 else float("nan"),
             "excludes_zero": bool(np.isfinite(low) and np.isfinite(high) and (low > 0 or high < 0))}
     pct = f"{100 * confidence:g}%"
-    method = (f"{pct} percentile bootstrap over the {n_units} validation videos ({int(n_boot)} resamples of "
-              f"whole videos with replacement, seed {seed}); detections are matched once at IoU "
+    videos = all(u.startswith("video ") for u in reference)
+    unit, units = ("video", "videos") if videos else ("frame", "frames (they have no video_id)")
+    method = (f"{pct} percentile bootstrap over the {n_units} validation {units} ({int(n_boot)} resamples of "
+              f"whole {unit}s with replacement, seed {seed}); detections are matched once at IoU "
               f"{tables[names[0]].iou_thr:g} as COCO does and mAP@50 is recomputed on each resample"
-              + ("; differences use the same resampled videos for both models." if differences else "."))
+              + (f"; differences use the same resampled {unit}s for both models." if differences else "."))
     return {"method": method, "n_videos": n_units, "n_boot": int(n_boot), "confidence": float(confidence),
             "seed": int(seed), "models": models, "differences": differences}
 
