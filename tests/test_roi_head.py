@@ -423,3 +423,103 @@ def test_state_dict_matches_the_mmtracking_troi_r50_layout():
     for module in (bbox_head.fc_cls, bbox_head.fc_reg, *bbox_head.shared_fcs):
         assert module.bias.abs().max() == 0
     assert bbox_head.aggregator[0].fc.bias.abs().max() > 0  # PyTorch default Linear init
+
+
+# ---------------------------------------------------------------------------- mixed precision
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_troi_half_precision_features_are_computed_in_fp32(gen, dtype):
+    """fp16 / bf16 features with fp32 weights: the search runs in fp32 and the output has the input dtype.
+
+    Tolerances: against the fp32 path on the same (rounded) values, equal up to the final rounding to
+    ``dtype`` (one unit of it); against the fp32 path on the unrounded features, a mean absolute
+    difference below 4 units of ``dtype`` at the output's scale (the inputs' own rounding).
+    """
+    extractor = MODELS.build(extractor_cfg(chunk=49 * MAP_H * MAP_W * 3 * 4))
+    feats, refs = random_maps(gen, 1), random_maps(gen, 3)
+    rois = bbox2roi([random_boxes(gen, 9)])
+    half_feats, half_refs = feats.to(dtype), refs.to(dtype)
+    with torch.no_grad():
+        out = extractor((half_feats,), rois, ref_feats=[half_refs])
+        rounded = extractor((half_feats.float(),), rois, ref_feats=[half_refs.float()])
+        full = extractor((feats,), rois, ref_feats=[refs])
+        # the cached path: float32 layouts from half maps, half RoI features in, half out; against
+        # the references followed by the key map, as the uncached test path
+        cache = extractor.prepare_reference_maps(half_refs, with_embed_taps=True)
+        key_maps = extractor.prepare_reference_maps(half_feats)
+        cached = extractor.aggregate(extractor((half_feats,), rois), [cache, key_maps])
+        uncached = extractor((half_feats,), rois, ref_feats=[torch.cat([half_refs, half_feats])])
+    eps = torch.finfo(dtype).eps
+    assert out.dtype == cached.dtype == uncached.dtype == dtype and cache.points.dtype == torch.float32
+    torch.testing.assert_close(out.float(), rounded.to(dtype).float(), rtol=eps, atol=0)
+    # the cached path's key RoI features pass through ``dtype`` once more
+    assert (cached.float() - uncached.float()).abs().mean() < 4 * eps * uncached.float().abs().mean()
+    assert (out.float() - full).abs().mean() < 4 * eps * full.abs().mean()
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_roi_head_under_autocast_matches_fp32(gen, dtype):
+    """The RoI head (TRoI + SELSA box head, cached and uncached) under CPU autocast with half neck maps
+    and fp32 weights: class probabilities within 2e-2 of the fp32 path (the box head's fcs run in
+    ``dtype``), cached equal to uncached within the same tolerance."""
+    head = MODELS.build(roi_head_cfg()).eval()
+    head.init_weights()
+    torch.nn.init.normal_(head.bbox_head.fc_cls.weight, std=0.1)
+    refs, key = random_maps(gen, 3), random_maps(gen, 1)
+    ref_props = [random_boxes(gen, n) for n in (5, 7, 6)]
+    key_props = random_boxes(gen, 12)
+    rois, all_rois = bbox2roi([key_props]), bbox2roi(ref_props + [key_props])
+    maps = torch.cat([refs, key])
+    with torch.no_grad():
+        cls32, reg32 = head._bbox_forward((key,), (maps,), rois, all_rois, 4)
+        with torch.autocast('cpu', dtype=dtype):
+            cls_u, reg_u = head._bbox_forward((key.to(dtype),), (maps.to(dtype),), rois, all_rois, 4)
+            cache = head.prepare_reference_cache((refs.to(dtype),), ref_props)
+            cls_c, reg_c = head._bbox_forward_cached((key.to(dtype),), rois, cache)
+    assert cls_u.dtype == cls_c.dtype == dtype
+    probs32 = cls32.softmax(1)
+    for cls, reg in ((cls_u, reg_u), (cls_c, reg_c)):
+        torch.testing.assert_close(cls.float().softmax(1), probs32, rtol=0, atol=2e-2)
+        torch.testing.assert_close(reg.float(), reg32, rtol=0, atol=2e-2)
+    assert (cls_u.float().softmax(1) - probs32).abs().max() > 0  # the fcs did run in half precision
+
+
+# ---------------------------------------------------------------------------- paper-sized maps
+def test_cached_equals_uncached_at_608x1008_map_size(gen):
+    """38x63 neck maps (a 608x1008 frame at stride 16) with 14 cached references, small widths."""
+    channels, fc = 16, 32
+    head = MODELS.build(roi_head_cfg(channels=channels, fc=fc)).eval()
+    head.init_weights()
+    torch.nn.init.normal_(head.bbox_head.fc_cls.weight, std=0.1)
+    map_h, map_w, img_h, img_w = 38, 63, 608, 1008
+    maps = torch.rand(15, channels, map_h, map_w, generator=gen)
+    refs, key = maps[:14], maps[14:]
+
+    def boxes(num):
+        wh = 16 + torch.rand(num, 2, generator=gen) * 300
+        xy = torch.rand(num, 2, generator=gen) * (torch.tensor([img_w, img_h]) - wh)
+        return torch.cat([xy, xy + wh, torch.rand(num, 1, generator=gen)], dim=1)
+
+    ref_props = [boxes(20) for _ in range(14)]
+    key_props = boxes(60)
+    meta = dict(img_shape=(img_h, img_w, 3), scale_factor=np.ones(4, dtype=np.float32))
+    rois = bbox2roi([key_props])
+    with torch.no_grad():
+        cache = head.prepare_reference_cache((refs,), ref_props)
+        cls_u, reg_u = head._bbox_forward((key,), (maps,), rois, bbox2roi(ref_props + [key_props]), 15)
+        cls_c, reg_c = head._bbox_forward_cached((key,), rois, cache)
+        uncached = head.simple_test((key,), (maps,), [key_props], ref_props + [key_props], [meta])
+        cached = head.simple_test((key,), None, [key_props], None, [meta], ref_cache=cache)
+    torch.testing.assert_close(cls_c, cls_u, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(reg_c, reg_u, rtol=1e-5, atol=1e-5)
+    assert sum(len(a) for a in uncached) > 0
+    for a, b in zip(uncached, cached):
+        assert a.shape == b.shape
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-4)
+
+
+def test_default_chunk_is_chosen_for_the_device():
+    from clab.models.temporal_roi_align import CPU_CHUNK_ELEMENTS, default_chunk_elements
+    extractor = MODELS.build(dict(extractor_cfg(), similarity_chunk_elements=None))
+    assert extractor.similarity_chunk_elements is None
+    assert extractor.chunk_elements('cpu') == default_chunk_elements('cpu') == CPU_CHUNK_ELEMENTS
+    assert MODELS.build(extractor_cfg(chunk=12345)).chunk_elements('cpu') == 12345
