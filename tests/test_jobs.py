@@ -131,7 +131,9 @@ def test_parse_progress_reads_real_tqdm_and_mmcv_lines():
     assert parse_progress("nothing to see") is None
 
 
-def test_ctrl_c_stops_every_child(tmp_path):
+@pytest.mark.parametrize("sig, message", [(signal.SIGINT, "KeyboardInterrupt"),
+                                          (signal.SIGTERM, "run_jobs: stopped by SIGTERM")])
+def test_ctrl_c_or_sigterm_stops_every_child(tmp_path, sig, message):
     pid_file = tmp_path / "child.pid"
     # the parent loads jobs.py on its own (standard library only), so it starts in a fraction of a second
     parent = textwrap.dedent(f"""
@@ -150,9 +152,9 @@ def test_ctrl_c_stops_every_child(tmp_path):
         assert time.monotonic() < deadline and proc.poll() is None, "the job never started"
         time.sleep(0.05)
     child = int(pid_file.read_text())
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
-    assert proc.returncode != 0 and "KeyboardInterrupt" in err
+    assert proc.returncode != 0 and message in err, err
     with pytest.raises(ProcessLookupError):
         os.kill(child, 0)
 

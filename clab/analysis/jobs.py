@@ -17,7 +17,8 @@ Example::
 
 On a terminal the lines are redrawn in place; elsewhere (a notebook, a file) a job's line is printed when it
 starts, at most every ``interval`` seconds while it runs, and when it ends. Ctrl-C, or any exception in the
-calling process, terminates every running job (its whole process group) before it propagates.
+calling process, terminates every running job (its whole process group) before it propagates; so does a
+SIGTERM sent to the calling process while :func:`run_jobs` runs in its main thread.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -303,6 +305,10 @@ class _Display:
         print(text, file=self.stream, flush=True)
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    raise SystemExit(f"run_jobs: stopped by {signal.Signals(signum).name}; the running jobs were stopped too")
+
+
 def _job_environment(job: Job, threads: int) -> dict[str, str]:
     env = dict(os.environ)
     if threads > 0:
@@ -350,6 +356,9 @@ def run_jobs(jobs: Sequence[Job], processes: int | None = None, threads: int = 1
     selector = selectors.DefaultSelector()
     t0 = time.monotonic()
     stopping = False
+    # SIGTERM (a killed notebook kernel, `kill`) becomes an exception here, so the jobs are stopped with us
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _stop_on_sigterm) if in_main_thread else None
     try:
         while pending or running:
             while pending and len(running) < processes and not stopping:
@@ -423,6 +432,8 @@ def run_jobs(jobs: Sequence[Job], processes: int | None = None, threads: int = 1
         raise
     finally:
         selector.close()
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_sigterm if previous_sigterm is not None else signal.SIG_DFL)
     for job in jobs:
         results.setdefault(job.name, JobResult(job.name, None, 0.0, job.log, []))
     ordered = [results[j.name] for j in jobs]
