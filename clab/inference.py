@@ -438,9 +438,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         source_check = open_video(args.input, fps=args.fps, max_frames=args.max_frames)
         source_check.close()
-        if args.checkpoint is None:
+        options = dict(args.cfg_options or {})
+        if args.checkpoint is None:  # a smoke run: no ImageNet backbone download either
             print("warning: no --checkpoint given: the model has random weights", file=sys.stderr)
-        model = init_model(args.config, args.checkpoint, device=device, cfg_options=args.cfg_options or None)
+            options.setdefault("model.detector.backbone.init_cfg", None)
+        model = init_model(args.config, args.checkpoint, device=device, cfg_options=options or None)
         summary = infer_video_file(model, args.input, args.out, args.json, mode=args.mode, stride=args.stride,
                                    score_thr=args.score_thr, max_frames=args.max_frames, fps=args.fps,
                                    progress=not args.no_progress,
