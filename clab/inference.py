@@ -452,8 +452,9 @@ def run(args: argparse.Namespace) -> int:
         return 1
     if not summary["complete"]:
         print(f"error: {summary['error']}", file=sys.stderr)
-        print(f"wrote the {summary['frames']} frames done to {args.out}"
-              + (f" and {args.json} (complete: false)" if args.json else ""), file=sys.stderr)
+        if summary["frames"]:
+            print(f"wrote the {summary['frames']} frames done to {args.out}"
+                  + (f" and {args.json} (complete: false)" if args.json else ""), file=sys.stderr)
         return 1
     print(f"{summary['frames']} frames, {summary['fps']:.2f} frames/s -> {args.out}"
           + (f", {args.json}" if args.json else ""))
