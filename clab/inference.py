@@ -36,7 +36,6 @@ import colorsys
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -189,9 +188,9 @@ def iter_detections(model, source: VideoSource, plan: dict | None = None, progre
     if method == "test_with_adaptive_stride":
         guess = source.num_frames or source.declared_frames
         hinted = ref_sampling.test_with_adaptive_stride(guess, 0, k) if guess else []
-        refs = source.scan(keep=hinted)
+        refs = source.scan(keep=hinted, progress=progress)
         if source.num_frames != guess:  # the container's count was off: read the right frames
-            refs = source.scan(keep=ref_sampling.test_with_adaptive_stride(source.num_frames, 0, k))
+            refs = source.scan(keep=ref_sampling.test_with_adaptive_stride(source.num_frames, 0, k), progress=progress)
         ref_ids = ref_sampling.test_with_adaptive_stride(source.num_frames, 0, k)
     total = source.num_frames or source.declared_frames
     bar = tqdm(total=total, desc=source.path.name, unit="frame", disable=not progress, mininterval=0.5,

@@ -9,7 +9,6 @@ fixed-stride window).
 from __future__ import annotations
 
 import json
-import os
 from fractions import Fraction
 from pathlib import Path
 

@@ -78,16 +78,20 @@ class VideoSource:
         """``(frame_id, BGR ndarray (H, W, 3))`` for frame 0, 1, ... (decoded one at a time)."""
         raise NotImplementedError
 
-    def scan(self, keep: Iterable[int] = ()) -> dict[int, np.ndarray]:
+    def scan(self, keep: Iterable[int] = (), progress: bool = False) -> dict[int, np.ndarray]:
         """Count the frames (sets :attr:`num_frames`) and return the frames whose ids are in ``keep``.
 
         Raises:
             VideoReadError: the input is truncated or damaged, or has no frame.
         """
+        from tqdm.auto import tqdm
+
         keep = set(keep)
         kept: dict[int, np.ndarray] = {}
         count = 0
-        for frame_id, image in self.frames():
+        frames = tqdm(self.frames(), total=self.declared_frames, desc=f"{self.path.name} (counting)", unit="frame",
+                      disable=not progress, mininterval=0.5, leave=False)
+        for frame_id, image in frames:
             if frame_id in keep:
                 kept[frame_id] = image
             count = frame_id + 1
@@ -240,7 +244,7 @@ class FolderVideoSource(VideoSource):
         for i in range(len(self.files)):
             yield i, self._read(i)
 
-    def scan(self, keep: Iterable[int] = ()) -> dict[int, np.ndarray]:
+    def scan(self, keep: Iterable[int] = (), progress: bool = False) -> dict[int, np.ndarray]:
         """Frames in ``keep`` read directly (a folder knows its length without decoding)."""
         return {i: self._read(i) for i in sorted(set(keep)) if 0 <= i < len(self.files)}
 
