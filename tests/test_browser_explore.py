@@ -1,7 +1,8 @@
 """The explorer in a real browser (issue 12, point 3): Debian's Chromium driven by Playwright against a
 JupyterLab server started here on 127.0.0.1 with a random port and a token, on a small run built in the test's
 temporary folder. The notebook is opened with the clab kernel, all cells run, the frame slider moves (the
-image must change), the degradation changes (the detections must be recomputed), no output is an error, and
+image must change), the degradation changes (the detections must be recomputed), a t-SNE point is clicked (its
+frame must show), a video row is clicked (its worst frames are listed), no output is an error, and
 screenshots of each step are written under the temporary folder (``screens/``).
 
 Skipped, with the reason, only where Chromium or Playwright is not installed (``.ci/run`` installs Chromium
@@ -195,14 +196,27 @@ def test_explorer_in_chromium(browser_tools, tmp_path):
                 assert degraded_status != clean_status
                 page.locator("img.clab-frame-image").screenshot(path=str(screens / "3_motion_blur.png"))
 
+                # a click on a t-SNE point shows its frame beside the plot and in the viewer
+                page.locator(".clab-tsne").scroll_into_view_if_needed()   # outputs render when in view
+                points = page.locator(".clab-tsne .scatterlayer path.point")
+                points.first.wait_for(state="attached", timeout=60_000)
+                caption = page.locator(".clab-tsne .widget-html").last.inner_text()
+                before = image_source(page)
+                points.nth(points.count() // 2).click(force=True)
+                page.wait_for_function("(src) => document.querySelector('img.clab-frame-image').src !== src",
+                                       arg=before, timeout=60_000)
+                assert page.locator(".clab-tsne .widget-html").last.inner_text() != caption
+                page.locator(".clab-tsne").screenshot(path=str(screens / "4_tsne_click.png"))
+
                 # a row of the per-video table jumps to that video's worst frames
                 page.locator(".clab-video-table .clab-row").last.click()
                 page.locator(".clab-worst-frames button").first.wait_for(timeout=60_000)
-                page.screenshot(path=str(screens / "4_worst_frames.png"), full_page=True)
+                page.screenshot(path=str(screens / "5_worst_frames.png"), full_page=True)
                 assert not [e for o in page.evaluate(_OUTPUT_TYPES) for e in o["errors"]]
             finally:
                 context.close()
     finally:
         lab.stop()
-    for shot in ("1_all_cells_run.png", "2_frame_1.png", "3_motion_blur.png", "4_worst_frames.png"):
+    for shot in ("1_all_cells_run.png", "2_frame_1.png", "3_motion_blur.png", "4_tsne_click.png",
+                 "5_worst_frames.png"):
         assert (screens / shot).stat().st_size > 10_000, shot

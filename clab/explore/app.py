@@ -122,8 +122,10 @@ class SortableTable:
         self.render()
 
     def _cell(self, value: Any) -> str:
+        if value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+            return "n/a"
         if isinstance(value, (float, np.floating)):
-            return "n/a" if np.isnan(value) else self.floatfmt.format(value)
+            return self.floatfmt.format(value)
         return str(value)
 
     def sort(self, column: str) -> None:
@@ -146,19 +148,21 @@ class SortableTable:
         for column in [self.df.index.name or "index", *self.df.columns]:
             arrow = "" if self.sort_by != column else (" ▲" if self.ascending else " ▼")
             head = w.Button(description=f"{column}{arrow}", tooltip=f"sort by {column}",
-                            layout=w.Layout(width="auto"))
+                            layout=w.Layout(width="auto", min_width="max-content"))
             head.add_class("clab-sort")
             head.on_click(lambda _b, c=column: self.sort(c))
             cells.append(head)
-        for key, row in self.rows().iterrows():
+        rows = self.rows()
+        for key, row in zip(rows.index, rows.itertuples(index=False)):   # (itertuples keeps column dtypes)
             if self.on_row is not None:
-                first = w.Button(description=str(key), tooltip=f"show {key}", layout=w.Layout(width="auto"))
+                first = w.Button(description=str(key), tooltip=f"show {key}",
+                                 layout=w.Layout(width="auto", min_width="max-content"))
                 first.add_class("clab-row")
                 first.on_click(lambda _b, k=key: self.on_row(k))
             else:
                 first = w.Label(str(key))
             cells.append(first)
-            cells += [w.Label(self._cell(v)) for v in row.values]
+            cells += [w.Label(self._cell(v)) for v in row]
         self.widget.children = cells
 
 
@@ -314,16 +318,15 @@ class TsnePanel:
             self.figure = None
             self.widget = w.HTML("<i>no t-SNE points in this run (notebook 04_embeddings_tsne writes them)</i>")
             return
-        import plotly.graph_objects as go
-
-        self.figure = go.FigureWidget(layout=dict(width=560, height=430, margin=dict(l=10, r=10, t=30, b=10),
-                                                  legend=dict(font=dict(size=9)), template="plotly_white"))
+        self.figure = None
         self.color.observe(lambda _c: self.draw(), "value")
         self.features.observe(lambda _c: self.draw(), "value")
-        box = w.HBox([self.figure, w.VBox([self.color, self.features, self.preview, self.caption])])
-        box.add_class(CSS["tsne"])
-        self.widget = box
+        self.controls = w.VBox([self.color, self.features, self.preview, self.caption])
+        self.widget = w.HBox([w.HTML(), self.controls])
+        self.widget.add_class(CSS["tsne"])
         self.draw()
+        first = self.shown_points().iloc[0]
+        self.show_point(int(first["index"]), str(first["degradation"]), str(first["features"]))
 
     def shown_points(self) -> pd.DataFrame:
         """The points of the current view: one feature set, or every set when colouring by model."""
@@ -340,16 +343,18 @@ class TsnePanel:
         traces = []
         for name, part in points.groupby(key, sort=True):
             traces.append(go.Scatter(
-                x=part["x"], y=part["y"], mode="markers", name=str(name), marker=dict(size=7, opacity=0.8),
-                customdata=part[["index", "degradation", "features"]].to_numpy(),
+                x=part["x"].to_numpy(float), y=part["y"].to_numpy(float), mode="markers", name=str(name), marker=dict(size=7, opacity=0.8),
+                customdata=[[int(i), str(d), str(f)] for i, d, f in
+                            zip(part["index"], part["degradation"], part["features"])],
                 hovertemplate="%{customdata[2]}<br>frame %{customdata[0]} (%{customdata[1]})<extra></extra>"))
-        with self.figure.batch_update():
-            self.figure.data = []
-            self.figure.add_traces(traces)
-            self.figure.layout.title = f"t-SNE, coloured by {self.color.value}"
+        # a new FigureWidget per view: replacing the traces of one already shown does not always reach the page
+        self.figure = go.FigureWidget(data=traces, layout=dict(
+            width=560, height=430, margin=dict(l=10, r=10, t=30, b=10), legend=dict(font=dict(size=9)),
+            template="plotly_white", title=f"t-SNE, coloured by {self.color.value}"))
         for trace in self.figure.data:
             trace.on_click(self._clicked)
             trace.on_hover(self._hovered)
+        self.widget.children = [self.figure, self.controls]
 
     def _point(self, trace, points) -> tuple | None:
         if not points.point_inds:

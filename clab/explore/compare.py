@@ -181,8 +181,8 @@ def video_table(run, score_thr: float) -> pd.DataFrame:
     frames = frame_table(run, score_thr)
     for model, part in frames.groupby("model", sort=False):
         sums = part.groupby("video")[["missed", "false"]].sum()
-        table[f"{model} missed"] = sums["missed"].reindex(table.index).values
-        table[f"{model} false"] = sums["false"].reindex(table.index).values
+        table[f"{model} missed"] = sums["missed"].reindex(table.index).astype("Int64")   # <NA>: not tested
+        table[f"{model} false"] = sums["false"].reindex(table.index).astype("Int64")
     return table
 
 

@@ -55,10 +55,14 @@ class OnDemandDetector:
                 continue
             if path.startswith(("http://", "https://")) or Path(path).is_file():
                 self.checkpoints[model] = path
-            else:
-                self.missing[model] = (f"checkpoint not found: {path} (checkpoints are not kept in the repository; "
-                                       f"run notebook 01_train of this run, or set TRAIN: false and "
-                                       f"CHECKPOINT_{model.upper()})")
+                continue
+            try:  # inside the run folder: named relative to it
+                shown = f"{Path(path).resolve().relative_to(run.layout.root.resolve())} in the run folder"
+            except ValueError:
+                shown = path
+            self.missing[model] = (f"checkpoint not found: {shown}. Checkpoints are not kept in the repository: "
+                                   f"run notebook 01_train of this run (or set TRAIN: false and "
+                                   f"CHECKPOINT_{model.upper()}) to see detections on degraded frames")
         self._nets: dict[str, Any] = {}
         self._datasets: dict[tuple[str, int], Any] = {}
         self._last_frame: dict[str, tuple] = {}      # model -> ((video, kind, severity), last frame id)
