@@ -87,6 +87,7 @@ def test_process_plan_and_run_parameters():
     assert env == {"CLAB_LAUNCHER": "slurm", "CLAB_NODES": "2", "CLAB_GPUS_PER_NODE": "4"}
     assert launch.launch_from_environment(env) == {"launcher": "slurm", "nodes": 2, "gpus_per_node": 4}
     assert launch.launch_from_environment({}) == {"launcher": "pytorch", "nodes": 1, "gpus_per_node": 0}
+    assert launch.launch_environment({"LAUNCHER": "pytorch", "NODES": 1, "GPUS_PER_NODE": 0}) == {}
     from clab.params import RUNNER_ONLY, check_parameters
     assert {"LAUNCHER", "NODES", "GPUS_PER_NODE"} <= set(RUNNER_ONLY)
     with pytest.raises(ValueError, match="LAUNCHER"):

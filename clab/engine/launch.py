@@ -306,7 +306,8 @@ def run_clab(args: Sequence[str], launcher: str = "pytorch", nodes: int = 1, gpu
             tail = (tail + [line])[-40:]
         code = proc.wait()
     if code != 0:
-        raise RuntimeError(f"{launcher} launch of clab {args[0]} failed with exit code {code}:\n{''.join(tail)}")
+        starter = "srun" if cmd[0] == "srun" else "torchrun"
+        raise RuntimeError(f"{starter} clab {args[0]} failed with exit code {code}:\n{''.join(tail)}")
 
 
 #: run parameters that say how multi-process runs start, and the environment variables that carry them from
@@ -314,10 +315,15 @@ def run_clab(args: Sequence[str], launcher: str = "pytorch", nodes: int = 1, gpu
 LAUNCH_VARIABLES = {"LAUNCHER": "CLAB_LAUNCHER", "NODES": "CLAB_NODES", "GPUS_PER_NODE": "CLAB_GPUS_PER_NODE"}
 
 
+_LAUNCH_DEFAULTS = {"LAUNCHER": "pytorch", "NODES": 1, "GPUS_PER_NODE": 0}
+
+
 def launch_environment(params: Mapping) -> dict[str, str]:
     """``{'CLAB_LAUNCHER', 'CLAB_NODES', 'CLAB_GPUS_PER_NODE'}`` of run parameters ``LAUNCHER``, ``NODES``,
-    ``GPUS_PER_NODE`` (those absent from ``params`` are left out)."""
-    return {var: str(params[name]) for name, var in LAUNCH_VARIABLES.items() if name in params}
+    ``GPUS_PER_NODE``; only those that differ from their defaults (pytorch, 1, 0), which an absent variable
+    means (:func:`launch_from_environment`)."""
+    return {var: str(params[name]) for name, var in LAUNCH_VARIABLES.items()
+            if name in params and params[name] != _LAUNCH_DEFAULTS[name]}
 
 
 def launch_from_environment(environ: Mapping[str, str] | None = None) -> dict:
