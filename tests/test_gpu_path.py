@@ -286,3 +286,20 @@ def test_fixed_stride_cache_refuses_a_gap(tiny_model):
                                            "consecutive"):
         _step(tiny_model, 3, 3, **fix)
     tiny_model.reset_video_memo()
+
+
+def test_amp_wrapping_reaches_the_video_detector(tiny_model):
+    """What --amp does before training (mmcv's Fp16OptimizerHook.before_run -> wrap_fp16_model): every module
+    with an fp16_enabled switch, SELSA itself included, has it turned on, so SELSA.forward (decorated with
+    auto_fp16 for img and ref_img) runs under autocast and casts its images to half."""
+    import copy
+
+    from mmcv.runner import wrap_fp16_model
+    model = copy.deepcopy(tiny_model)
+    switches = [m for m in model.modules() if hasattr(m, "fp16_enabled")]
+    assert model in switches and not any(m.fp16_enabled for m in switches)
+    wrap_fp16_model(model)
+    assert all(m.fp16_enabled for m in switches)
+    assert getattr(type(model).forward, "__wrapped__", None) is not None      # the auto_fp16 decorator
+    # the model stays fp32 (autocast casts per op), as mmcv does for torch >= 1.6
+    assert all(p.dtype == torch.float32 for p in model.parameters())
