@@ -344,9 +344,10 @@ class TsnePanel:
         for name, part in points.groupby(key, sort=True):
             traces.append(go.Scatter(
                 x=part["x"].to_numpy(float), y=part["y"].to_numpy(float), mode="markers", name=str(name), marker=dict(size=7, opacity=0.8),
-                customdata=[[int(i), str(d), str(f)] for i, d, f in
-                            zip(part["index"], part["degradation"], part["features"])],
-                hovertemplate="%{customdata[2]}<br>frame %{customdata[0]} (%{customdata[1]})<extra></extra>"))
+                customdata=[[int(i), str(d), str(f), str(v), int(k)] for i, d, f, v, k in
+                            zip(part["index"], part["degradation"], part["features"], part["video"], part["frame_id"])],
+                hovertemplate="%{customdata[2]}<br>%{customdata[3]} frame %{customdata[4]} (%{customdata[1]})"
+                              "<extra></extra>"))
         # a new FigureWidget per view: replacing the traces of one already shown does not always reach the page
         self.figure = go.FigureWidget(data=traces, layout=dict(
             width=560, height=430, margin=dict(l=10, r=10, t=30, b=10), legend=dict(font=dict(size=9)),
@@ -359,7 +360,7 @@ class TsnePanel:
     def _point(self, trace, points) -> tuple | None:
         if not points.point_inds:
             return None
-        index, degradation, features = trace.customdata[points.point_inds[0]]
+        index, degradation, features = trace.customdata[points.point_inds[0]][:3]
         return int(index), str(degradation), str(features)
 
     def show_point(self, index: int, degradation: str, features: str = "") -> tuple[str, int, str, int]:
