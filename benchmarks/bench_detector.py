@@ -10,7 +10,9 @@ Measures, each case in a fresh subprocess so that its peak memory is its own:
   and whether their detections are identical;
 * ``train_{troi,clab}``: one training step (forward, backward, SGD step) on 2 clips of a key frame and 2
   references, with and without the branch (the first of ``--train-iters`` steps is a warm-up);
-* the peak resident memory of each case (``VmHWM``; on a GPU also the peak CUDA allocation).
+* the peak resident memory of each case (``VmHWM``; on a GPU also the peak CUDA allocation);
+* with both ``test_troi_cached`` and ``test_troi_uncached``: the largest box (px) and score difference of the
+  cached path's detections from the uncached path's (same frames, same weights).
 
 Latencies are medians (wall clock and process CPU time). On a loaded machine the CPU-time columns,
 especially with ``--threads 1``, are the stable ones.
@@ -19,6 +21,10 @@ Usage::
 
     python benchmarks/bench_detector.py --height 600 --width 1000 --refs 14 --frames 3 --depth 50 \
         --out results/bench_detector.json
+
+    # the paper's padded test size, test cases only: cached per-frame and frame-0 time, uncached time, peak
+    # memory and the cached-vs-uncached detection difference in one run
+    python benchmarks/bench_detector.py --height 608 --width 1008 --cases test_troi_cached,test_troi_uncached
 
 This is a measurement script, not a test. The CLAB/TRoI ratio of the test latency must be 1.00 within
 noise: the branch does not run at test time.
@@ -177,7 +183,8 @@ def run_case(args) -> dict:
         frames, refs = _test_video(args, g)
         runs = [_test_frame(model, args, frames, refs, f) for f in range(args.frames)]
         out.update(_summary([r[0] for r in runs], [r[1] for r in runs]),
-                   detections=[int(sum(len(d) for d in r[2])) for r in runs])
+                   detections=[int(sum(len(d) for d in r[2])) for r in runs],
+                   boxes=[[d.tolist() for d in r[2]] for r in runs])
     elif kind == "pair":
         cache = who == "cached"
         models = {name: _build(name == "clab", cache, args.depth, args.weights).to(args.device).eval()
@@ -261,6 +268,26 @@ def _run_subprocess(args, name: str, weights: str) -> dict:
     return result
 
 
+def _detection_difference(cached: dict, uncached: dict, who: str) -> dict:
+    """Largest box (px) and score difference of the cached path's detections from the uncached path's, over
+    all frames and classes whose detection counts agree, and how many (frame, class) counts differ."""
+    import numpy as np
+    box = score = 0.0
+    mismatched = 0
+    for frame_a, frame_b in zip(cached["boxes"], uncached["boxes"]):
+        for a, b in zip(frame_a, frame_b):
+            a, b = np.asarray(a, dtype=np.float64).reshape(-1, 5), np.asarray(b, dtype=np.float64).reshape(-1, 5)
+            if a.shape != b.shape:
+                mismatched += 1
+                continue
+            if len(a):
+                box = max(box, float(np.abs(a[:, :4] - b[:, :4]).max()))
+                score = max(score, float(np.abs(a[:, 4] - b[:, 4]).max()))
+    return {f"max box difference px, cached vs uncached, {who}": box,
+            f"max score difference, cached vs uncached, {who}": score,
+            f"(frame, class) detection counts that differ, cached vs uncached, {who}": mismatched}
+
+
 def _table(results: dict, args) -> str:
     rows = [f"SELSA+TRoI R-{args.depth}-DC5, {args.height}x{args.width}, {args.refs} refs, "
             f"{args.frames} frames, device {args.device}, torch threads {args.threads}"]
@@ -275,7 +302,10 @@ def _table(results: dict, args) -> str:
             rows.append(f"{label:<24}" + "".join(f"{values[key]:>14.2f}" if key in values else f"{'-':>14}"
                                                for _, key in cols))
     for key, value in results["ratios"].items():
-        rows.append(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+        if isinstance(value, float):
+            rows.append(f"{key}: {value:.3f}" if abs(value) >= 0.01 or value == 0 else f"{key}: {value:.2e}")
+        else:
+            rows.append(f"{key}: {value}")
     return "\n".join(rows)
 
 
@@ -321,6 +351,9 @@ def main(argv=None) -> int:
         for key, label in (("per_frame_s", "median wall"), ("per_frame_cpu_s", "median CPU")):
             r[f"test per frame, cached / uncached, TRoI ({label})"] = \
                 c["test_troi_cached"][key] / c["test_troi_uncached"][key]
+    for who in ("troi", "clab"):
+        if f"test_{who}_cached" in c and f"test_{who}_uncached" in c:
+            r.update(_detection_difference(c[f"test_{who}_cached"], c[f"test_{who}_uncached"], who.upper()))
     if "train_clab" in c and "train_troi" in c:
         r["train step, CLAB / TRoI (median wall)"] = c["train_clab"]["step_s"] / c["train_troi"]["step_s"]
         r["train step, CLAB / TRoI (median CPU)"] = c["train_clab"]["step_cpu_s"] / c["train_troi"]["step_cpu_s"]
