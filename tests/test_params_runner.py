@@ -289,7 +289,11 @@ def test_ablation_config_weight_temperature_schedule():
     assert f(0) == pytest.approx(0.005) and f(25) == pytest.approx(0.0025) and f(50) == 0.0
     const = ablation_config(cfg, schedule="constant", weight=0.002).custom_hooks[0].schedule
     assert const == dict(type="constant", value=0.002)
-    r50 = ablation_config(load_config(R50_CLAB), schedule="cosine").custom_hooks[0].schedule
+    r50_cfg = load_config(R50_CLAB)
+    r50 = ablation_config(r50_cfg, schedule="cosine").custom_hooks[0].schedule
+    assert r50 == dict(type="cosine", start=0.005, end=0.0, length=0.51, unit="fraction")  # its own length and unit
+    r50_cfg.custom_hooks[0].schedule = dict(type="linear", start=0.005, end=0.0, length=25000)   # in iterations
+    r50 = ablation_config(r50_cfg, schedule="cosine").custom_hooks[0].schedule
     assert r50 == dict(type="cosine", start=0.005, end=0.0, length=25000)  # no unit added: iterations
 
 
