@@ -58,6 +58,6 @@ lr_config = dict(
     warmup_ratio=1.0 / 3,
     step=[5])
 # mmcv's epoch runner without its 2 s pause per epoch (13 s of a 6-epoch tiny training) when no loader workers
+# (clab/engine/runners.py, registered when clab.engine is imported)
 runner = dict(type='EpochBasedRunnerNoPause', max_epochs=6)
-custom_imports = dict(imports=['clab', 'clab.engine.runners'], allow_failed_imports=False)
 log_config = dict(interval=10)

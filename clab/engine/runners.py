@@ -5,7 +5,7 @@ epoch transition of data-loader workers) and 1 s before ``after_run``. A tiny sy
 48 iterations) spent 13 s of about 100 s asleep (benchmarks/bench_tiny_train.py, "per epoch"). This runner
 is the same runner with those pauses skipped when no data loader has worker processes; with workers it
 keeps mmcv's behaviour exactly. Selected by config: ``runner = dict(type='EpochBasedRunnerNoPause', ...)``
-(the tiny synthetic configs).
+(the tiny synthetic configs); registered in mmcv's ``RUNNERS`` when ``clab.engine`` is imported.
 """
 from __future__ import annotations
 
