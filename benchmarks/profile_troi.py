@@ -103,6 +103,8 @@ def main(argv=None) -> int:
           f"threads {torch.get_num_threads()}, chunk {ours.chunk_elements('cpu')}")
     print(f"baseline {args.baseline}: {tb:.2f} s; this tree: {to:.2f} s; ratio {to / tb:.3f} "
           f"(medians of {args.repeats}; {times})")
+    cb, co = statistics.median(cpu["base"]), statistics.median(cpu["ours"])
+    print(f"process CPU time: baseline {cb:.2f} s; this tree: {co:.2f} s; ratio {co / cb:.3f}")
     print("this tree, profiled once: " + ", ".join(f"{k} {v:.2f} s" for k, v in sorted(ranges.items())))
     print(f"max |difference| {float((outs['ours'] - outs['base']).abs().max()):.2e}, "
           f"max |output| {float(outs['base'].abs().max()):.2e}")

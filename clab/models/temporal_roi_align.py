@@ -334,7 +334,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
                 logits = (embeds * embeds[:1]).sum(dim=3)  # (K+1, n*49, B): <E_k, E_0> per block
                 # softmax over the K+1 frames (the key included) of the scaled dot products
                 alpha = (logits / math.sqrt(block_size)).softmax(dim=0)
-                out = torch.einsum('kpb,kpbc->pbc', alpha, frames.view(-1, points, blocks, block_size))
+                # sum_k alpha_k * X_k: (n*49, B, C/B)
+                out = (frames.view(-1, points, blocks, block_size) * alpha.unsqueeze(3)).sum(dim=0)
         return out.reshape(n, roi_h, roi_w, channels).permute(0, 3, 1, 2).contiguous()
 
     @staticmethod
