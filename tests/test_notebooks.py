@@ -119,9 +119,14 @@ def test_metrics_json_has_named_numbers_in_range(smoke_run):
     assert len(points) == 1 + 3 * 16  # baseline backbone, clab backbone, clab cab x (8 clean + 8 degraded)
 
 
-def test_rerun_skips_finished_notebooks_and_reruns_one_whose_output_is_missing(smoke_run, capsys):
+def test_rerun_skips_finished_notebooks_and_reruns_one_whose_output_is_missing(smoke_run, capsys, monkeypatch):
+    import clab.runner
     run, base = smoke_run["run"], smoke_run["base"]
     stamps = {n: (run / f"{n}.ipynb").stat().st_mtime_ns for n in NOTEBOOKS}
+    # the code digest of the smoke run is held fixed: the checkout may be edited while the suite runs, and a
+    # changed digest reruns everything (tests/test_params_runner.py checks that part of the rule)
+    recorded = json.loads((run / "run_state.json").read_text())["notebooks"]["00_data_prep"]["code"]
+    monkeypatch.setattr(clab.runner, "code_digest", lambda root=REPO_ROOT: recorded)
     capsys.readouterr()
     reproduce(SMOKE, results_dir=str(base / "results"), overrides=[f"DATA_ROOT={base / 'data'}"], progress=False)
     printed = capsys.readouterr().out
