@@ -334,8 +334,13 @@ class TemporalRoIAlign(SingleRoIExtractor):
                 logits = (embeds * embeds[:1]).sum(dim=3)  # (K+1, n*49, B): <E_k, E_0> per block
                 # softmax over the K+1 frames (the key included) of the scaled dot products
                 alpha = (logits / math.sqrt(block_size)).softmax(dim=0)
-                # sum_k alpha_k * X_k: (n*49, B, C/B)
-                out = (frames.view(-1, points, blocks, block_size) * alpha.unsqueeze(3)).sum(dim=0)
+                # sum_k alpha_k * X_k accumulated frame by frame (keeps one (n*49, B, C/B) buffer in
+                # cache; measured faster than one broadcast product and sum over the K+1 frames)
+                frames = frames.view(-1, points, blocks, block_size)
+                alpha = alpha.unsqueeze(3)
+                out = frames[0] * alpha[0]
+                for k in range(1, frames.size(0)):
+                    out = torch.addcmul(out, frames[k], alpha[k])
         return out.reshape(n, roi_h, roi_w, channels).permute(0, 3, 1, 2).contiguous()
 
     @staticmethod
