@@ -85,9 +85,33 @@ def resolve_parameters(param_file: str | Path, overrides: list[str] = (), result
         key, value = parse_override(text)
         given[key] = value
     if results_dir is not None:
-        given["RESULTS_DIR"] = str(Path(results_dir).resolve())
+        given["RESULTS_DIR"] = repo_relative(results_dir)
     merged = check_parameters(given, f"{param_file} (with --set/--results-dir)")
     return {k: merged[k] for k in given}, merged
+
+
+def repo_relative(path: str | Path) -> str:
+    """``path`` (relative to the current folder) as run records show it: relative to the repository root when it
+    lies inside it, so executed notebooks and READMEs name no machine's folders; absolute otherwise."""
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(REPO_ROOT).as_posix() or "."
+    except ValueError:
+        return str(resolved)
+
+
+def _scrub_papermill_paths(executed: Path) -> None:
+    """Write the executed notebook's papermill metadata paths relative to the repository root."""
+    import nbformat
+
+    from .io import atomic_open
+    nb = nbformat.read(str(executed), as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = repo_relative(meta[key])
+    with atomic_open(executed, "w") as f:
+        nbformat.write(nb, f)
 
 
 def _check_environment(merged: dict[str, Any], names: list[str], kernel_name: str) -> None:
@@ -264,7 +288,7 @@ def reproduce(param_file: str | Path, only: list[str] | None = None, results_dir
     run_dir = _run_dir(merged)
     run_dir.mkdir(parents=True, exist_ok=True)
     state = _load_state(run_dir)
-    state["parameter_file"] = str(param_file)
+    state["parameter_file"] = repo_relative(param_file)
     state["parameters"] = given
     code, checkout = code_digest(), checkout_identity()
     cascade = False
@@ -314,6 +338,7 @@ def reproduce(param_file: str | Path, only: list[str] | None = None, results_dir
             raise NotebookError(name, f"notebook {name} failed: {type(err).__name__}: {err}\n"
                                 f"  the partly executed notebook: {out}\n"
                                 f"  notebooks that finished before it are kept in {run_dir}", out) from err
+        _scrub_papermill_paths(out)
         record.update(status="ok", seconds=round(time.perf_counter() - t0, 1),
                       finished=time.strftime("%Y-%m-%d %H:%M:%S"), outputs=_outputs(before, _snapshot(run_dir)))
         state["notebooks"][name] = record
