@@ -271,8 +271,7 @@ log_config = dict(
     interval=10,
     hooks=[dict(type='TextLoggerHook'),
            dict(type='TensorboardLoggerHook')])
-custom_imports = dict(
-    imports=['clab', 'clab.engine.runners'], allow_failed_imports=False)
+custom_imports = dict(imports=['clab'], allow_failed_imports=False)
 dist_params = dict(backend='nccl')
 log_level = 'INFO'
 load_from = None
@@ -285,8 +284,8 @@ optimizer_config = dict(grad_clip=dict(max_norm=35, norm_type=2))
 lr_config = dict(
     policy='step',
     warmup='linear',
-    warmup_iters=24,
+    warmup_iters=50,
     warmup_ratio=0.3333333333333333,
-    step=[2])
-runner = dict(type='EpochBasedRunnerNoPause', max_epochs=2)
-work_dir = '/work/main/results/demo/work_dirs/baseline/seed1'
+    step=[5])
+runner = dict(type='EpochBasedRunnerNoPause', max_epochs=6)
+work_dir = 'results/demo/work_dirs/baseline/seed1'

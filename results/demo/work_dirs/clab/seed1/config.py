@@ -280,8 +280,7 @@ log_config = dict(
     interval=10,
     hooks=[dict(type='TextLoggerHook'),
            dict(type='TensorboardLoggerHook')])
-custom_imports = dict(
-    imports=['clab', 'clab.engine.runners'], allow_failed_imports=False)
+custom_imports = dict(imports=['clab'], allow_failed_imports=False)
 dist_params = dict(backend='nccl')
 log_level = 'INFO'
 load_from = None
@@ -294,14 +293,14 @@ optimizer_config = dict(grad_clip=dict(max_norm=35, norm_type=2))
 lr_config = dict(
     policy='step',
     warmup='linear',
-    warmup_iters=24,
+    warmup_iters=50,
     warmup_ratio=0.3333333333333333,
-    step=[2])
-runner = dict(type='EpochBasedRunnerNoPause', max_epochs=2)
+    step=[5])
+runner = dict(type='EpochBasedRunnerNoPause', max_epochs=6)
 custom_hooks = [
     dict(
         type='CabWeightHook',
         schedule=dict(
             type='linear', start=0.005, end=0.0, length=0.5, unit='fraction'))
 ]
-work_dir = '/work/main/results/demo/work_dirs/clab/seed1'
+work_dir = 'results/demo/work_dirs/clab/seed1'
