@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import IO, Sequence
 
 from clab.data.converters.imagenet_vid import ConversionError
-from clab.data.converters.mot import make_categories, split_videos, write_cocovid
+from clab.data.converters.mot import make_categories, write_splits
 
 __all__ = ["ConversionError", "parse_cvat_xml", "expand_track", "convert", "add_arguments", "run"]
 
@@ -241,18 +241,7 @@ def convert(xml_files: Sequence[str | os.PathLike], classes: Sequence[str] | Non
         if not (img_root / frames[0]).is_file():
             warnings["videos whose first frame image is missing"] += 1
         videos.append(dict(name=name, fps=None, width=doc["width"], height=doc["height"], frames=frames, rows=rows))
-    train, val = split_videos([v["name"] for v in videos], val_fraction, val_videos, seed)
-    summary: dict = {}
-    for split, chosen_names in (("train", train), ("val", val)):
-        if chosen_names:
-            chosen = [v for v in videos if v["name"] in set(chosen_names)]
-            summary[split] = write_cocovid(out / f"{prefix}_{split}.json", categories, chosen)
-    summary["warnings"] = dict(warnings)
-    if warn is not None:
-        for what, count in warnings.items():
-            print(f"warning: {count} {what}" + ("" if "clipped" in what or "missing" in what else " (dropped)"),
-                  file=warn)
-    return summary
+    return write_splits(out, prefix, categories, videos, val_fraction, val_videos, seed, warnings, warn)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -193,6 +193,28 @@ def split_videos(names: Sequence[str], val_fraction: float = 0.0, val_videos: Se
     return [n for n in names if n not in val], val
 
 
+def write_splits(out: Path, prefix: str, categories: list[dict], videos: list[dict], val_fraction: float,
+                 val_videos: Sequence[str], seed: int, warnings: Counter, warn: IO | None) -> dict:
+    """Split ``videos`` by video (:func:`split_videos`), write ``<out>/<prefix>_{train,val}.json``
+    (:func:`write_cocovid`) and print the counted warnings to ``warn``; returns
+    ``{'train': summary, 'val': summary, 'warnings': {what: count}}`` (a split without videos is absent).
+
+    A warning whose text says ``clipped`` or ``missing`` reports something kept; every other one counts
+    dropped rows or boxes and says so."""
+    train, val = split_videos([v["name"] for v in videos], val_fraction, val_videos, seed)
+    summary: dict = {}
+    for split, names in (("train", train), ("val", val)):
+        if names:
+            chosen = [v for v in videos if v["name"] in set(names)]
+            summary[split] = write_cocovid(out / f"{prefix}_{split}.json", categories, chosen)
+    summary["warnings"] = dict(warnings)
+    if warn is not None:
+        for what, count in warnings.items():
+            kept = "clipped" in what or "missing" in what
+            print(f"warning: {count} {what}" + ("" if kept else " (dropped)"), file=warn)
+    return summary
+
+
 def write_cocovid(out_file: Path, categories: list[dict], videos: list[dict]) -> dict:
     """Write videos (dicts with ``name, fps, width, height, frames: [file_name], tracks: rows``) as CocoVID."""
     head = {"categories": categories,
@@ -279,18 +301,7 @@ def convert(paths: Sequence[str | os.PathLike], classes: Sequence[str], out: str
             warnings["sequences whose first frame image is missing"] += 1
         videos.append(dict(name=folder.name, fps=seq.fps, width=seq.width, height=seq.height, frames=frames,
                            rows=rows))
-    train, val = split_videos([v["name"] for v in videos], val_fraction, val_videos, seed)
-    summary: dict = {}
-    for split, names in (("train", train), ("val", val)):
-        if names:
-            chosen = [v for v in videos if v["name"] in set(names)]
-            summary[split] = write_cocovid(out / f"{prefix}_{split}.json", categories, chosen)
-    summary["warnings"] = dict(warnings)
-    if warn is not None:
-        for what, count in warnings.items():
-            print(f"warning: {count} {what} (dropped)" if "clipped" not in what else
-                  f"warning: {count} {what}", file=warn)
-    return summary
+    return write_splits(out, prefix, categories, videos, val_fraction, val_videos, seed, warnings, warn)
 
 
 def _classes_arg(values: Sequence[str]) -> list[str]:
