@@ -427,13 +427,10 @@ def infer_video_file(model, input_path: str | os.PathLike, out: str | os.PathLik
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from .apis import init_model
+    from .engine.launch import resolve_device
 
-    device = args.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(args.device)
     try:
         source_check = open_video(args.input, fps=args.fps, max_frames=args.max_frames)
         source_check.close()

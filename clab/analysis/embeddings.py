@@ -96,17 +96,15 @@ class EmbeddingSet:
 def embed_frames(params: dict[str, Any], layout: RunLayout) -> EmbeddingSet:
     """Features of ``TSNE_FRAMES`` validation frames, clean and with ``TSNE_DEGRADATION`` at ``TSNE_SEVERITY``,
     for every model of ``MODELS`` (saved under ``embeddings/``)."""
-    import torch
     from mmdet.datasets import build_dataset
 
     import clab  # noqa: F401
     from ..apis import init_model
     from ..engine.config import load_config
+    from ..engine.launch import resolve_device
     from ..engine.test import insert_degradation
 
-    device = params["DEVICE"]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(params["DEVICE"])
     options = parse_cfg_options(cfg_options(params))
     checkpoints = {m: model_checkpoint(params, layout, m) for m in params["MODELS"]}
     first = load_config(model_config(params, params["MODELS"][0]), options)

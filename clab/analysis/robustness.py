@@ -158,18 +158,16 @@ def degraded_detections(params: dict[str, Any], layout: RunLayout, kind: str, se
     ndarray[H, W, 3]), ``gt`` (ndarray[k, 4] x1y1x2y2), ``name`` (file name) and ``detections``
     ``{model: [per-class ndarray (m, 5)]}``.
     """
-    import torch
     from mmdet.datasets import build_dataset
     from mmdet.datasets.pipelines import Compose
 
     import clab  # noqa: F401
     from ..apis import init_model
     from ..engine.config import load_config
+    from ..engine.launch import resolve_device
     from ..engine.test import infer_frames, insert_degradation
 
-    device = params["DEVICE"]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(params["DEVICE"])
     options = parse_cfg_options(cfg_options(params))
     checkpoints = {m: model_checkpoint(params, layout, m) for m in params["MODELS"]}  # the first training seed
     base = load_config(model_config(params, params["MODELS"][0]), options)

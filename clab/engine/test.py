@@ -104,7 +104,6 @@ def evaluate_detections(dataset, det_results: list, matches_file: str | None = N
 def run_test(cfg, checkpoint: str | None, out_dir: str, device: str = "auto", launcher: str = "none",
              max_frames: int | None = None, progress: bool = True, write: bool = True) -> dict:
     """Test ``checkpoint`` on ``cfg.data.test``; returns the metrics dict (also written to ``out_dir``)."""
-    import torch
     from mmdet.datasets import build_dataset
 
     import clab  # noqa: F401
