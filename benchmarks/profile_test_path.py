@@ -44,7 +44,7 @@ STAGES = [
     ("SELSA box head", "detector.roi_head.bbox_head.forward_encoded"),
     ("get_bboxes (decode + NMS)", "detector.roi_head.bbox_head.get_bboxes"),
 ]
-TROI_RANGES = ["troi.similarity", "troi.topk", "troi.gather", "troi.embed", "troi.attention"]
+TROI_RANGES = ["troi.similarity", "troi.topk", "troi.near_ties", "troi.gather", "troi.embed", "troi.attention"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:

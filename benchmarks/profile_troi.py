@@ -14,6 +14,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import subprocess
@@ -46,6 +47,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--chunk", type=int, default=0, help="similarity_chunk_elements of this tree (0: default)")
+    p.add_argument("--cpu-block", type=int, default=0,
+                   help="CPU_POSITION_BLOCK_ELEMENTS of this tree's position-first search (0: default)")
     args = p.parse_args(argv)
 
     import torch
@@ -54,7 +57,11 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, ROOT)
     import clab.models  # noqa: F401
+    from clab.models import temporal_roi_align
     from clab.models.temporal_roi_align import TemporalRoIAlign
+
+    if args.cpu_block:
+        temporal_roi_align.CPU_POSITION_BLOCK_ELEMENTS = args.cpu_block
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -75,6 +82,9 @@ def main(argv=None) -> int:
     def frame(extractor, cache):
         roi_feats = extractor((key,), rois)
         key_maps = extractor.prepare_reference_maps(key, with_embed_taps=True)
+        # the cached test path's call (the position-first search), where the revision has it
+        if "key_maps" in inspect.signature(extractor.aggregate).parameters:
+            return extractor.aggregate(roi_feats, [cache, key_maps], rois=rois, key_maps=key_maps)
         return extractor.aggregate(roi_feats, [cache, key_maps])
 
     with torch.no_grad():

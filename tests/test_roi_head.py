@@ -523,3 +523,91 @@ def test_default_chunk_is_chosen_for_the_device():
     assert extractor.similarity_chunk_elements is None
     assert extractor.chunk_elements('cpu') == default_chunk_elements('cpu') == CPU_CHUNK_ELEMENTS
     assert MODELS.build(extractor_cfg(chunk=12345)).chunk_elements('cpu') == 12345
+
+
+@pytest.mark.parametrize('aligned', [True, False])
+@pytest.mark.parametrize('sampling_ratio', [1, 2])
+def test_roi_align_taps_reproduce_mmcv_roi_align(gen, aligned, sampling_ratio):
+    """The taps of roi_align_taps, summed over a map, are mmcv's RoIAlign of it, border RoIs included."""
+    from mmcv.ops import RoIAlign
+
+    from clab.models.roi_taps import roi_align_taps
+    feat = torch.randn(1, 8, MAP_H, MAP_W, generator=gen)
+    boxes = torch.cat([random_boxes(gen, 20, with_score=False), torch.tensor([
+        [0.0, 0.0, IMG_W, IMG_H],               # the whole image
+        [-40.0, -40.0, 10.0, 10.0],              # partly outside, top left
+        [IMG_W - 5.0, IMG_H - 5.0, IMG_W + 60.0, IMG_H + 60.0],  # mostly outside, bottom right
+        [30.0, 30.0, 30.0, 30.0],                # zero size
+        [IMG_W - 1.0, 0.0, IMG_W, IMG_H]])])     # one pixel wide at the right edge
+    rois = bbox2roi([boxes])
+    expected = RoIAlign(7, 1.0 / STRIDE, sampling_ratio, aligned=aligned)(feat, rois)  # (n, 8, 7, 7)
+    index, weight = roi_align_taps(rois, MAP_H, MAP_W, (7, 7), 1.0 / STRIDE, sampling_ratio, aligned)
+    assert index.shape == weight.shape == (len(boxes), 7, 7, 4 * sampling_ratio**2)
+    assert int(index.min()) >= 0 and int(index.max()) < MAP_H * MAP_W
+    summed = F.embedding_bag(index.view(-1, index.size(-1)), feat[0].flatten(1).t(),
+                             per_sample_weights=weight.view(-1, weight.size(-1)), mode='sum')
+    torch.testing.assert_close(summed.view(len(boxes), 7, 7, 8).permute(0, 3, 1, 2), expected,
+                               rtol=1e-5, atol=1e-6)
+    # the mostly-outside RoI has samples outside the map: zero weight there
+    assert float(weight[-3].min()) == 0.0
+    with pytest.raises(ValueError, match='sampling_ratio'):
+        roi_align_taps(rois, MAP_H, MAP_W, (7, 7), 1.0 / STRIDE, 0, aligned)
+
+
+def _position_first_case(gen, map_h, map_w, channels, num_rois, num_refs, layer=None):
+    """A TRoI extractor, key RoI features, the prepared cached stack and key map, and the RoIs."""
+    cfg = extractor_cfg(channels=channels, chunk=2**20)
+    if layer is not None:
+        cfg['roi_layer'] = layer
+    extractor = MODELS.build(cfg)
+    key = torch.rand(1, channels, map_h, map_w, generator=gen)
+    refs = torch.rand(num_refs, channels, map_h, map_w, generator=gen)
+    img_w, img_h = map_w * STRIDE, map_h * STRIDE
+    wh = 16 + torch.rand(num_rois, 2, generator=gen) * min(img_w, img_h) / 2
+    xy = torch.rand(num_rois, 2, generator=gen) * (torch.tensor([img_w, img_h]) - wh)
+    rois = bbox2roi([torch.cat([xy, xy + wh], dim=1)])
+    with torch.no_grad():
+        roi_feats = extractor((key,), rois)
+        cache = extractor.prepare_reference_maps(refs, with_embed_taps=True)
+        key_maps = extractor.prepare_reference_maps(key, with_embed_taps=True)
+    return extractor, roi_feats, cache, key_maps, rois
+
+
+def test_position_first_search_equals_the_direct_search_at_608x1008_map_size(gen):
+    """38x63 maps, 14 cached + the key map: the same top positions as searching the RoI points directly.
+
+    Uniform random features make the similarities crowd together, so many pairs are near ties: those
+    are searched again directly, and no kept set may differ from the direct search's."""
+    extractor, roi_feats, cache, key_maps, rois = _position_first_case(gen, 38, 63, 16, 40, 14)
+    stacks = [cache, key_maps]
+    with torch.no_grad():
+        taps = extractor._roi_taps(rois, key_maps, torch.float32)
+        found = extractor._search_by_positions(roi_feats, taps, key_maps, stacks)
+        points = roi_feats.permute(0, 2, 3, 1).reshape(-1, 16)
+        key_hat = points / (points.norm(dim=1, keepdim=True) + extractor.epsilon)
+        for maps, (values, rows) in zip(stacks, found):
+            direct_values, direct_rows = torch.matmul(key_hat, maps.normed).topk(2, dim=2)
+            # the same kept positions (their order may differ where the two values are equal)
+            assert torch.equal(rows.sort(dim=2).values, direct_rows.sort(dim=2).values)
+            torch.testing.assert_close(values, direct_values, rtol=0, atol=1e-6)
+        near, total = extractor.last_near_ties
+        assert total == 40 * 49 * 15 and 0 < near < total
+        # the whole aggregation (position-first search, key embed from taps) against the direct one
+        fast = extractor.aggregate(roi_feats, stacks, rois=rois, key_maps=key_maps)
+        direct = extractor.aggregate(roi_feats, stacks)
+    torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5)
+
+
+def test_position_first_search_is_skipped_for_adaptive_sampling(gen):
+    """sampling_ratio=0 (taps vary per RoI) and max pooling are searched on the RoI points directly."""
+    for layer in (dict(type='RoIAlign', output_size=7, sampling_ratio=0),
+                  dict(type='RoIAlign', output_size=7, sampling_ratio=2, pool_mode='max')):
+        extractor, roi_feats, cache, key_maps, rois = _position_first_case(gen, MAP_H, MAP_W, C, 6, 2,
+                                                                           layer=layer)
+        assert not extractor._roi_layer_is_linear()
+        extractor.last_near_ties = None
+        with torch.no_grad():
+            out = extractor.aggregate(roi_feats, [cache, key_maps], rois=rois, key_maps=key_maps)
+            expected = extractor.aggregate(roi_feats, [cache, key_maps])
+        assert extractor.last_near_ties is None  # the position-first search did not run
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)

@@ -293,7 +293,9 @@ class SelsaRoIHead(StandardRoIHead):
         roi_feats = extractor(x[:1], rois)  # (n, C, 7, 7)
         with_taps = cache.maps.embed_taps is not None
         key_maps = extractor.prepare_reference_maps(x[0], with_embed_taps=with_taps)
-        bbox_feats = extractor.aggregate(roi_feats, [cache.maps, key_maps])  # (n, C, 7, 7)
+        # position-first search: the key RoIs and the map they were aligned from
+        bbox_feats = extractor.aggregate(roi_feats, [cache.maps, key_maps], rois=rois,
+                                         key_maps=key_maps)  # (n, C, 7, 7)
         encodings = SelsaBBoxHead.concat_encodings(cache.encodings,
                                                    self.bbox_head.encode_references(roi_feats))
         return self.bbox_head.forward_encoded(bbox_feats, encodings)

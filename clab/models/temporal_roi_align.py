@@ -48,10 +48,19 @@ from torch import Tensor
 from torch.profiler import record_function
 
 from .reference_cache import ReferenceMaps
+from .roi_taps import roi_align_taps
 
 
 #: similarity entries per block on a CPU by default (float32: 128 MiB): see default_chunk_elements
 CPU_CHUNK_ELEMENTS = 2**25
+#: on a CPU the position-first search's table and similarity blocks hold at most this many entries
+#: (4 MiB of float32, about the L2 cache: 0.26x the time of the RoI-point search per frame at 608x1008,
+#: against 0.43x for 2**25; benchmarks/README.md)
+CPU_POSITION_BLOCK_ELEMENTS = 2**20
+#: near ties of the position-first search: a pair whose last kept similarity is within
+#: NEAR_TIE_FACTOR * sqrt(C) * eps * (1 + spread) of the next one is searched again directly (the two
+#: computations were measured to disagree by at most 0.25 sqrt(C) eps at 608x1008, C = 512)
+NEAR_TIE_FACTOR = 8
 #: the GPU default's bounds, and the share of free device memory it may take
 GPU_CHUNK_ELEMENTS_MIN, GPU_CHUNK_ELEMENTS_MAX, GPU_FREE_MEMORY_SHARE = 2**22, 2**30, 0.25
 #: SingleRoIExtractor.forward without mmcv's force_fp32 wrapper (the wrapper keeps it as __wrapped__)
@@ -131,6 +140,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
         self.epsilon = float(epsilon)
         self.similarity_chunk_elements = (None if similarity_chunk_elements is None
                                           else int(similarity_chunk_elements))
+        #: (pairs searched again, pairs) of the last position-first search (None before one ran)
+        self.last_near_ties: tuple[int, int] | None = None
         if self.num_temporal_attention_blocks > 0:
             # Kaiming-normal (fan_out, relu) weights and zero bias: ConvModule's own init.
             self.embed_network = ConvModule(out_channels, out_channels, 3, padding=1, conv_cfg=None,
@@ -231,16 +242,27 @@ class TemporalRoIAlign(SingleRoIExtractor):
             out = out.index_copy(0, idx, self.aggregate(roi_feats[idx], maps))
         return out
 
-    def aggregate(self, roi_feats: Tensor, ref_maps: Sequence[ReferenceMaps]) -> Tensor:
+    def aggregate(self, roi_feats: Tensor, ref_maps: Sequence[ReferenceMaps], rois: Tensor | None = None,
+                  key_maps: ReferenceMaps | None = None) -> Tensor:
         """TRoI aggregation of one clip's key RoIs against its reference maps (SPEC 2.4).
 
         Computed in float32 with autocast off for half-precision ``roi_feats``; returned in their dtype.
+
+        With ``rois`` and ``key_maps`` (the prepared map the RoIs were aligned from) and an
+        average-pooling RoIAlign with a fixed ``sampling_ratio``, the search runs position-first
+        (:meth:`_search_by_positions`): RoIAlign is linear in the map, so the similarity of a RoI point
+        with a reference position is the RoIAlign combination of the similarities of the key map's
+        positions; and with ``key_maps.embed_taps`` the key RoIs' embed conv is gathered from the key
+        map's taps. Same results up to the order of float sums; without them, the RoI points are
+        searched directly (the published computation).
 
         Args:
             roi_feats: Tensor[n, C, 7, 7], plain RoIAlign features R of the key RoIs.
             ref_maps: prepared map stacks, taken in order as the K reference frames (for a cached video:
                 the cached maps, then the key frame's own map). The most-similar features of stacks
                 with ``embed_taps`` are embedded by gathering taps, the others by the conv.
+            rois: Tensor[n, 5], the key RoIs ``roi_feats`` were aligned from (image pixels).
+            key_maps: a one-map :class:`ReferenceMaps` of the key map those RoIs lie in.
 
         Returns:
             Tensor[n, C, 7, 7], of the dtype of ``roi_feats``.
@@ -262,8 +284,20 @@ class TemporalRoIAlign(SingleRoIExtractor):
             # the largest similarity block of one stack (all its maps at once) bounds the RoI chunk
             positions = max(m.num_maps * m.height * m.width for m in ref_maps)
             chunk = max(1, self.chunk_elements(roi_feats.device) // (roi_h * roi_w * positions))
-            outs = [self._aggregate_chunk(roi_feats[start:start + chunk], ref_maps)
-                    for start in range(0, n, chunk)]
+            found = taps = None
+            if rois is not None and key_maps is not None and self._roi_layer_is_linear():
+                key_maps = _maps_as(key_maps, dtype)
+                taps = self._roi_taps(rois, key_maps, dtype)  # (n, 7, 7, T) twice
+                found = self._search_by_positions(roi_feats, taps, key_maps, ref_maps)
+            outs = []
+            for start in range(0, n, chunk):
+                part = slice(start, start + chunk)
+                point_part = slice(start * roi_h * roi_w, (start + chunk) * roi_h * roi_w)
+                outs.append(self._aggregate_chunk(
+                    roi_feats[part], ref_maps,
+                    found=None if found is None else [(v[:, point_part], i[:, point_part]) for v, i in found],
+                    key_embed=None if taps is None or key_maps.embed_taps is None else
+                    (key_maps.embed_taps, taps[0][part], taps[1][part])))
             out = torch.cat(outs) if len(outs) > 1 else outs[0]
         return out.to(out_dtype)
 
@@ -278,32 +312,174 @@ class TemporalRoIAlign(SingleRoIExtractor):
         return default_chunk_elements(device)
 
     # ------------------------------------------------------------------ internals
-    def _aggregate_chunk(self, roi_feats: Tensor, ref_maps: Sequence[ReferenceMaps]) -> Tensor:
+    def _roi_layer_is_linear(self) -> bool:
+        """Whether the RoI layer is mmcv's average-pooling RoIAlign with a fixed sampling ratio, whose
+        taps :func:`roi_align_taps` reproduces (adaptive sampling and max pooling are searched directly)."""
+        layer = self.roi_layers[0]
+        return (type(layer).__name__ == 'RoIAlign' and getattr(layer, 'pool_mode', None) == 'avg'
+                and not getattr(layer, 'use_torchvision', False)
+                and int(getattr(layer, 'sampling_ratio', 0)) > 0)
+
+    def _roi_taps(self, rois: Tensor, key_maps: ReferenceMaps, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+        """The RoIAlign taps of ``rois`` on the key map: index and weight Tensor[n, 7, 7, T] (T = 16 for
+        sampling ratio 2), weights in ``dtype``."""
+        layer = self.roi_layers[0]
+        index, weight = roi_align_taps(rois, key_maps.height, key_maps.width, tuple(layer.output_size),
+                                       float(layer.spatial_scale), int(layer.sampling_ratio),
+                                       bool(layer.aligned))
+        return index, weight.to(dtype)
+
+    def _search_by_positions(self, roi_feats: Tensor, taps: tuple[Tensor, Tensor], key_maps: ReferenceMaps,
+                             ref_maps: Sequence[ReferenceMaps]) -> list[tuple[Tensor, Tensor]]:
+        """The most-similar search of all key RoI points, computed on the key map's positions first.
+
+        A RoI point is ``R_p = sum_t w_t F_key[q_t]`` (its RoIAlign taps), so its similarity numerator
+        with position r of a reference map is ``sum_t w_t <F_key[q_t], F_ref_hat[r]>``: one product of
+        the U key positions the RoIs touch with each map (U x C by C x h*w; at 600x1000 with 300 RoIs
+        U <= 2,394 instead of 14,700 RoI points), then a 16-tap ``embedding_bag`` of its rows per
+        point, one top-k per map, and the division by ``||R_p|| + epsilon`` on the top values only (it
+        does not change their order). Maps are taken a block at a time and points a block at a time so
+        that a table block and a similarity block each stay within the bound (on a CPU
+        ``CPU_POSITION_BLOCK_ELEMENTS``, cache-sized, measured; see benchmarks/README.md).
+
+        Args:
+            roi_feats: Tensor[n, C, 7, 7], the RoIAlign features of the key RoIs (for their norms).
+            taps: index and weight Tensor[n, 7, 7, T] of the RoIs on ``key_maps``.
+            key_maps: the key map, one-map :class:`ReferenceMaps`.
+            ref_maps: the stacks searched.
+
+        Returns:
+            per stack, values and positions Tensor[K, n*49, top] of the most similar positions.
+        """
+        n, channels, roi_h, roi_w = roi_feats.shape
+        points = n * roi_h * roi_w
+        top = self.num_most_similar_points
+        device = roi_feats.device
+        index, weight = (t.reshape(points, -1) for t in taps)  # (n*49, T)
+        with record_function('troi.similarity'):
+            # only the key positions some RoI touches: rows of the tables
+            used, local = torch.unique(index, return_inverse=True)
+            key_rows = key_maps.points[0].index_select(0, used)  # (U, C)
+            key_norms = roi_feats.permute(0, 2, 3, 1).reshape(points, channels).norm(p=2, dim=1)
+            inv_norm = 1.0 / (key_norms + self.epsilon)  # (n*49,)
+            # how far the two computations of a cosine may disagree: each of the C-term dot products
+            # rounds to ~sqrt(C) eps of its size, and the position-first one sums sum_t w_t |F_key[q_t]|
+            # of them before dividing by ||R_p||
+            spread = (weight * key_maps.points[0].norm(p=2, dim=1)[index]).sum(dim=1) * inv_norm
+            tol = NEAR_TIE_FACTOR * math.sqrt(channels) * torch.finfo(roi_feats.dtype).eps * (1 + spread)
+        bound = self.chunk_elements(device)
+        if device.type == 'cpu':
+            bound = min(bound, CPU_POSITION_BLOCK_ELEMENTS)
+        found, near_ties = [], 0
+        for maps in ref_maps:
+            num_maps, positions = maps.num_maps, maps.height * maps.width
+            values = roi_feats.new_empty(num_maps, points, top)
+            rows = torch.empty(num_maps, points, top, dtype=torch.long, device=device)
+            near = torch.zeros(num_maps, points, dtype=torch.bool, device=device)
+            # one more than the top, to see whether the last one kept is a near tie
+            kept = min(top + 1, positions)
+            maps_per_block = max(1, min(num_maps, bound // max(1, used.numel() * positions)))
+            for k0 in range(0, num_maps, maps_per_block):
+                k1 = min(num_maps, k0 + maps_per_block)
+                with record_function('troi.similarity'):
+                    normed = maps.normed[k0:k1]  # (kb, C, h*w)
+                    if k1 - k0 > 1:
+                        normed = normed.permute(1, 0, 2).reshape(channels, -1)
+                    table = key_rows.mm(normed.view(channels, -1))  # (U, kb*h*w)
+                chunk = max(1, bound // table.size(1))
+                for p0 in range(0, points, chunk):
+                    p1 = min(points, p0 + chunk)
+                    with record_function('troi.similarity'):
+                        sim = F.embedding_bag(local[p0:p1], table, per_sample_weights=weight[p0:p1],
+                                              mode='sum')  # (p, kb*h*w)
+                    with record_function('troi.topk'):
+                        v, i = sim.view(p1 - p0, k1 - k0, positions).topk(kept, dim=2)  # (p, kb, kept)
+                        v = v * inv_norm[p0:p1, None, None]
+                        values[k0:k1, p0:p1] = v[..., :top].transpose(0, 1)
+                        rows[k0:k1, p0:p1] = i[..., :top].transpose(0, 1)
+                        if kept > top:
+                            near[k0:k1, p0:p1] = (v[..., top - 1] - v[..., top] <= tol[p0:p1, None]).t()
+                del table
+            near_ties += self._resolve_near_ties(roi_feats, maps, near, values, rows)
+            found.append((values, rows))
+        self.last_near_ties = (near_ties, points * sum(m.num_maps for m in ref_maps))
+        return found
+
+    def _resolve_near_ties(self, roi_feats: Tensor, maps: ReferenceMaps, near: Tensor, values: Tensor,
+                           rows: Tensor) -> int:
+        """Search the (map, point) pairs whose last kept similarity is within rounding of the next one
+        again, directly on the RoI point (the published computation), and overwrite their top values and
+        positions in place: there the order of float sums decides which position is kept, and the
+        position-first sums must not decide it differently.
+
+        Args:
+            roi_feats: Tensor[n, C, 7, 7], the key RoI features.
+            maps: the stack searched, K maps.
+            near: Tensor[K, n*49] bool, the pairs to search again.
+            values, rows: Tensor[K, n*49, top], the search's result, updated in place.
+
+        Returns:
+            the number of pairs searched again.
+        """
+        pairs = near.nonzero(as_tuple=False)  # (m, 2): map, point
+        if pairs.numel() == 0:
+            return 0
+        channels = roi_feats.size(1)
+        with record_function('troi.near_ties'):
+            key_points = roi_feats.permute(0, 2, 3, 1).reshape(-1, channels)
+            for k in pairs[:, 0].unique().tolist():
+                pts = pairs[pairs[:, 0] == k, 1]
+                chosen = key_points.index_select(0, pts)  # (m_k, C)
+                key_hat = chosen / (chosen.norm(p=2, dim=1, keepdim=True) + self.epsilon)
+                v, i = key_hat.mm(maps.normed[k]).topk(self.num_most_similar_points, dim=1)
+                values[k].index_copy_(0, pts, v)
+                rows[k].index_copy_(0, pts, i)
+        return int(pairs.size(0))
+
+    def _aggregate_chunk(self, roi_feats: Tensor, ref_maps: Sequence[ReferenceMaps],
+                         found: Sequence[tuple[Tensor, Tensor]] | None = None,
+                         key_embed: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
         """:meth:`aggregate` for a chunk of RoIs whose similarity block against each stack fits the bound.
 
         Works on RoI points, Tensor[n*7*7, C] in (roi, y, x) order, and returns to Tensor[n, C, 7, 7].
         Each stack of K maps is searched at once: one batched product (K, n*49, h*w), one top-k over its
         last axis, one gather of the most-similar features and one gather (or conv) of their embeds.
+
+        Args:
+            found: the search already done (:meth:`_search_by_positions`): per stack, the top values and
+                positions, Tensor[K, n*49, top] each, of this chunk's points.
+            key_embed: (embed_taps Tensor[1, h*w, 9*C] of the key map, RoIAlign taps index and weight
+                Tensor[n, 7, 7, T] of this chunk's RoIs): the key RoIs' embed is gathered from the key
+                map's taps instead of convolved.
         """
         n, channels, roi_h, roi_w = roi_feats.shape
         points = n * roi_h * roi_w
         blocks = self.num_temporal_attention_blocks
         block_size = channels // max(blocks, 1)
         key_points = roi_feats.permute(0, 2, 3, 1).reshape(points, channels)  # (n*49, C)
-        key_hat = key_points / (key_points.norm(p=2, dim=1, keepdim=True) + self.epsilon)
+        if found is None:
+            key_hat = key_points / (key_points.norm(p=2, dim=1, keepdim=True) + self.epsilon)
         frames = [key_points[None]]  # tensors (K_s, n*49, C): the key, then each stack's most-similar
         embeds = []  # the same frames embedded, (K_s, n*49, C)
         if blocks > 0:
             with record_function('troi.embed'):
-                embeds.append(self._to_points(self._embed_conv(roi_feats))[None])
-        for maps in ref_maps:
+                if key_embed is None:
+                    embeds.append(self._to_points(self._embed_conv(roi_feats))[None])
+                else:
+                    key_taps, tap_idx, tap_weights = key_embed
+                    embeds.append(self._embed_from_taps(key_taps.view(-1, 9 * channels), tap_idx,
+                                                        tap_weights)[None])
+        for s, maps in enumerate(ref_maps):
             num_maps, positions = maps.num_maps, maps.height * maps.width
-            with record_function('troi.similarity'):
-                # (K, n*49, h*w): the cosine similarity of every RoI point with every map position
-                sim = torch.matmul(key_hat, maps.normed)
-            with record_function('troi.topk'):
-                values, idx = sim.topk(self.num_most_similar_points, dim=2)  # (K, n*49, top)
-            del sim
+            if found is not None:
+                values, idx = found[s]
+            else:
+                with record_function('troi.similarity'):
+                    # (K, n*49, h*w): the cosine similarity of every RoI point with every map position
+                    sim = torch.matmul(key_hat, maps.normed)
+                with record_function('troi.topk'):
+                    values, idx = sim.topk(self.num_most_similar_points, dim=2)  # (K, n*49, top)
+                del sim
             with record_function('troi.gather'):
                 weights = values.softmax(dim=2)  # (K, n*49, top)
                 # rows of the K maps stacked: position q of map k is row k*h*w + q
