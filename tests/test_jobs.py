@@ -136,8 +136,11 @@ def test_parse_progress_reads_real_tqdm_and_mmcv_lines():
 def test_ctrl_c_or_sigterm_stops_every_child(tmp_path, sig, message):
     pid_file = tmp_path / "child.pid"
     # the parent loads jobs.py on its own (standard library only), so it starts in a fraction of a second
+    # a shell starts background commands with SIGINT ignored, and Python keeps it ignored: give the parent
+    # a terminal's Ctrl-C handling whatever started the test run
     parent = textwrap.dedent(f"""
-        import importlib.util, sys
+        import importlib.util, signal, sys
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         spec = importlib.util.spec_from_file_location("jobs", {str(REPO / "clab" / "analysis" / "jobs.py")!r})
         jobs = importlib.util.module_from_spec(spec)
         sys.modules["jobs"] = jobs
