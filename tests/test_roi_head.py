@@ -605,7 +605,6 @@ def test_position_first_search_is_skipped_for_adaptive_sampling(gen):
         extractor, roi_feats, cache, key_maps, rois = _position_first_case(gen, MAP_H, MAP_W, C, 6, 2,
                                                                            layer=layer)
         assert not extractor._roi_layer_is_linear()
-        extractor.last_near_ties = None
         with torch.no_grad():
             out = extractor.aggregate(roi_feats, [cache, key_maps], rois=rois, key_maps=key_maps)
             expected = extractor.aggregate(roi_feats, [cache, key_maps])

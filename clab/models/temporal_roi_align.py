@@ -367,7 +367,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
             # only the key positions some RoI touches: rows of the tables
             used, local = torch.unique(index, return_inverse=True)
             key_rows = key_maps.points[0].index_select(0, used)  # (U, C)
-            key_norms = roi_feats.permute(0, 2, 3, 1).reshape(points, channels).norm(p=2, dim=1)
+            key_norms = self._to_points(roi_feats).norm(p=2, dim=1)
             inv_norm = 1.0 / (key_norms + self.epsilon)  # (n*49,)
             # how far the two computations of a cosine may disagree: each of the C-term dot products
             # rounds to ~sqrt(C) eps of its size, and the position-first one sums sum_t w_t |F_key[q_t]|
@@ -431,9 +431,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
         pairs = near.nonzero(as_tuple=False)  # (m, 2): map, point
         if pairs.numel() == 0:
             return 0
-        channels = roi_feats.size(1)
         with record_function('troi.near_ties'):
-            key_points = roi_feats.permute(0, 2, 3, 1).reshape(-1, channels)
+            key_points = self._to_points(roi_feats)
             for k in pairs[:, 0].unique().tolist():
                 pts = pairs[pairs[:, 0] == k, 1]
                 chosen = key_points.index_select(0, pts)  # (m_k, C)
@@ -463,7 +462,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
         points = n * roi_h * roi_w
         blocks = self.num_temporal_attention_blocks
         block_size = channels // max(blocks, 1)
-        key_points = roi_feats.permute(0, 2, 3, 1).reshape(points, channels)  # (n*49, C)
+        key_points = self._to_points(roi_feats)  # (n*49, C)
         if found is None:
             key_hat = key_points / (key_points.norm(p=2, dim=1, keepdim=True) + self.epsilon)
         frames = [key_points[None]]  # tensors (K_s, n*49, C): the key, then each stack's most-similar
