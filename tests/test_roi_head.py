@@ -18,6 +18,7 @@ from clab.models.reference_cache import ReferenceCache
 from clab.models.selsa_aggregator import SelsaAggregator
 from clab.models.selsa_bbox_head import SelsaBBoxHead
 from clab.models.selsa_roi_head import SelsaRoIHead
+from clab.models import temporal_roi_align
 from clab.models.temporal_roi_align import TemporalRoIAlign
 
 C, FC, NUM_CLASSES = 64, 128, 4
@@ -590,12 +591,62 @@ def test_position_first_search_equals_the_direct_search_at_608x1008_map_size(gen
             # the same kept positions (their order may differ where the two values are equal)
             assert torch.equal(rows.sort(dim=2).values, direct_rows.sort(dim=2).values)
             torch.testing.assert_close(values, direct_values, rtol=0, atol=1e-6)
-        near, total = extractor.last_near_ties
-        assert total == 40 * 49 * 15 and 0 < near < total
+        counts = extractor.last_search
+        assert counts['pairs'] == 40 * 49 * 15 and 0 < counts['near_ties'] < counts['pairs']
         # the whole aggregation (position-first search, key embed from taps) against the direct one
         fast = extractor.aggregate(roi_feats, stacks, rois=rois, key_maps=key_maps)
         direct = extractor.aggregate(roi_feats, stacks)
     torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5)
+
+
+def test_grouped_topk_equals_topk(gen):
+    """The top-k on the groups with the largest maxima gives torch.topk's values, and indices that hold
+    them, also with many equal values and with fewer groups than k (plain topk)."""
+    group = temporal_roi_align.TOPK_GROUP
+    cases = [torch.rand(7, 3, 38 * group, generator=gen),
+             # small integers: many equal values, also across groups
+             torch.randint(0, 4, (50, 5 * group), generator=gen).float(),
+             # the k largest all in one group
+             torch.cat([torch.full((4, group), 2.0), torch.rand(4, 6 * group, generator=gen)], dim=1),
+             torch.rand(3, 2 * group, generator=gen)]  # 2 groups, k = 3: plain topk
+    for x in cases:
+        for k in (1, 3):
+            values, index = temporal_roi_align._topk_by_groups(x, k)
+            expected = x.topk(k, dim=-1).values
+            assert values.shape == index.shape == expected.shape
+            assert torch.equal(values, expected)
+            assert torch.equal(x.gather(-1, index), values)
+            # no index twice
+            assert bool((index.sort(dim=-1).values.diff(dim=-1) > 0).all())
+    with pytest.raises(ValueError, match='whole groups'):
+        temporal_roi_align._topk_by_groups(torch.rand(2, group + 1), 2)
+
+
+def test_position_first_search_outside_the_map_and_pad_columns(gen):
+    """A RoI wholly outside the key map has zero tap weights, so all its similarities are zero and tie
+    with the pad columns of the search's table: those points are searched again directly, and no kept
+    position lies outside the map (38x63 positions, not a whole number of top-k groups)."""
+    extractor, roi_feats, cache, key_maps, rois = _position_first_case(gen, 38, 63, 16, 6, 2)
+    img_w, img_h = 63 * STRIDE, 38 * STRIDE
+    outside = bbox2roi([torch.tensor([[img_w + 40.0, img_h + 40.0, img_w + 120.0, img_h + 90.0]])])
+    rois = torch.cat([rois, outside])
+    with torch.no_grad():
+        # (the key map itself, contiguous: mmcv's CPU RoIAlign reads its memory as contiguous)
+        roi_feats = extractor((key_maps.points[0].t().reshape(1, 16, 38, 63).contiguous(),), rois)
+        assert float(roi_feats[-1].abs().max()) == 0.0
+        taps = extractor._roi_taps(rois, key_maps, torch.float32)
+        assert float(taps[1][-1].abs().max()) == 0.0
+        found = extractor._search_by_positions(roi_feats, taps, key_maps, [cache, key_maps])
+        points = roi_feats.permute(0, 2, 3, 1).reshape(-1, 16)
+        key_hat = points / (points.norm(dim=1, keepdim=True) + extractor.epsilon)
+        for maps, (values, rows) in zip([cache, key_maps], found):
+            assert int(rows.max()) < 38 * 63
+            direct_values, direct_rows = torch.matmul(key_hat, maps.normed).topk(2, dim=2)
+            torch.testing.assert_close(values, direct_values, rtol=0, atol=1e-6)
+            assert torch.equal(values[:, -49:], torch.zeros_like(values[:, -49:]))
+            # the outside RoI's points: every position ties, the direct search's pick is kept
+            assert torch.equal(rows[:, -49:], direct_rows[:, -49:])
+        assert extractor.last_search['near_ties'] >= 49 * 3
 
 
 def test_position_first_search_is_skipped_for_adaptive_sampling(gen):
@@ -608,5 +659,5 @@ def test_position_first_search_is_skipped_for_adaptive_sampling(gen):
         with torch.no_grad():
             out = extractor.aggregate(roi_feats, [cache, key_maps], rois=rois, key_maps=key_maps)
             expected = extractor.aggregate(roi_feats, [cache, key_maps])
-        assert extractor.last_near_ties is None  # the position-first search did not run
+        assert extractor.last_search is None  # the position-first search did not run
         torch.testing.assert_close(out, expected, rtol=0, atol=0)

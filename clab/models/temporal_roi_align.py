@@ -36,9 +36,10 @@ Deliberate differences from mmtracking 0.14 / the CLAB fork (same outputs):
   RoI point is a 16-tap combination of key map positions (:mod:`clab.models.roi_taps`), so its
   similarities are the same combination of the key positions' similarities: one (U x C) by (C x h*w)
   product per map for the U <= h*w positions the RoIs touch, instead of one per RoI point (at 608x1008
-  with 300 RoIs: 44 G instead of 270 G multiply-adds a frame). Pairs whose kept top-k is within
-  rounding of the next value are searched again directly, so the kept positions are the direct search's;
-  the key RoIs' embed conv is gathered from the key map's taps.
+  with 300 RoIs: 44 G instead of 270 G multiply-adds a frame). Its top-k runs on the groups of
+  positions with the largest maxima (:func:`_topk_by_groups`, the same values as ``topk``). Pairs whose
+  kept top-k is within rounding of the next value are searched again directly, so the kept positions
+  are the direct search's; the key RoIs' embed conv is gathered from the key map's taps.
 """
 from __future__ import annotations
 
@@ -61,13 +62,16 @@ from .roi_taps import roi_align_taps
 #: similarity entries per block on a CPU by default (float32: 128 MiB): see default_chunk_elements
 CPU_CHUNK_ELEMENTS = 2**25
 #: on a CPU the position-first search's table and similarity blocks hold at most this many entries
-#: (4 MiB of float32, about the L2 cache: 0.26x the time of the RoI-point search per frame at 608x1008,
-#: against 0.43x for 2**25; benchmarks/README.md)
-CPU_POSITION_BLOCK_ELEMENTS = 2**20
+#: (16 MiB of float32; with the grouped top-k, the search at 608x1008 took a median 1.88 s with it,
+#: 2.24 s with 2**20, 2.14 s with 2**21 and 2.02 s with 2**23; benchmarks/README.md)
+CPU_POSITION_BLOCK_ELEMENTS = 2**22
 #: near ties of the position-first search: a pair whose last kept similarity is within
 #: NEAR_TIE_FACTOR * sqrt(C) * eps * (1 + spread) of the next one is searched again directly (the two
 #: computations were measured to disagree by at most 0.25 sqrt(C) eps at 608x1008, C = 512)
-NEAR_TIE_FACTOR = 8
+NEAR_TIE_FACTOR = 2
+#: the position-first search's top-k runs on the k groups of TOPK_GROUP consecutive positions with the
+#: largest maxima (exact, see _topk_by_groups): 3.6x faster than torch.topk over 438 x 2,432 blocks here
+TOPK_GROUP = 64
 #: the GPU default's bounds, and the share of free device memory it may take
 GPU_CHUNK_ELEMENTS_MIN, GPU_CHUNK_ELEMENTS_MAX, GPU_FREE_MEMORY_SHARE = 2**22, 2**30, 0.25
 #: SingleRoIExtractor.forward without mmcv's force_fp32 wrapper (the wrapper keeps it as __wrapped__)
@@ -147,8 +151,9 @@ class TemporalRoIAlign(SingleRoIExtractor):
         self.epsilon = float(epsilon)
         self.similarity_chunk_elements = (None if similarity_chunk_elements is None
                                           else int(similarity_chunk_elements))
-        #: (pairs searched again, pairs) of the last position-first search (None before one ran)
-        self.last_near_ties: tuple[int, int] | None = None
+        #: counts of the last position-first search (None before one ran): ``pairs`` (map, RoI point)
+        #: searched and ``near_ties`` searched again directly
+        self.last_search: dict[str, int] | None = None
         if self.num_temporal_attention_blocks > 0:
             # Kaiming-normal (fan_out, relu) weights and zero bias: ConvModule's own init.
             self.embed_network = ConvModule(out_channels, out_channels, 3, padding=1, conv_cfg=None,
@@ -344,10 +349,12 @@ class TemporalRoIAlign(SingleRoIExtractor):
         with position r of a reference map is ``sum_t w_t <F_key[q_t], F_ref_hat[r]>``: one product of
         the U key positions the RoIs touch with each map (U x C by C x h*w; at 600x1000 with 300 RoIs
         U <= 2,394 instead of 14,700 RoI points), then a 16-tap ``embedding_bag`` of its rows per
-        point, one top-k per map, and the division by ``||R_p|| + epsilon`` on the top values only (it
-        does not change their order). Maps are taken a block at a time and points a block at a time so
-        that a table block and a similarity block each stay within the bound (on a CPU
-        ``CPU_POSITION_BLOCK_ELEMENTS``, cache-sized, measured; see benchmarks/README.md).
+        point, one grouped top-k per map (:func:`_topk_by_groups`), and the division by
+        ``||R_p|| + epsilon`` on the top values only (it does not change their order). Maps are taken a
+        block at a time and points a block at a time so that a table block and a similarity block each
+        stay within the bound (on a CPU ``CPU_POSITION_BLOCK_ELEMENTS``, cache-sized, measured; see
+        benchmarks/README.md). Pairs whose last kept value is within rounding of the next one are
+        searched again directly (:meth:`_resolve_near_ties`).
 
         Args:
             roi_feats: Tensor[n, C, 7, 7], the RoIAlign features of the key RoIs (for their norms).
@@ -361,7 +368,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
         n, channels, roi_h, roi_w = roi_feats.shape
         points = n * roi_h * roi_w
         top = self.num_most_similar_points
-        device = roi_feats.device
+        device, dtype = roi_feats.device, roi_feats.dtype
         index, weight = (t.reshape(points, -1) for t in taps)  # (n*49, T)
         with record_function('troi.similarity'):
             # only the key positions some RoI touches: rows of the tables
@@ -373,43 +380,57 @@ class TemporalRoIAlign(SingleRoIExtractor):
             # rounds to ~sqrt(C) eps of its size, and the position-first one sums sum_t w_t |F_key[q_t]|
             # of them before dividing by ||R_p||
             spread = (weight * key_maps.points[0].norm(p=2, dim=1)[index]).sum(dim=1) * inv_norm
-            tol = NEAR_TIE_FACTOR * math.sqrt(channels) * torch.finfo(roi_feats.dtype).eps * (1 + spread)
+            tol = NEAR_TIE_FACTOR * math.sqrt(channels) * torch.finfo(dtype).eps * (1 + spread)
         bound = self.chunk_elements(device)
         if device.type == 'cpu':
             bound = min(bound, CPU_POSITION_BLOCK_ELEMENTS)
-        found, near_ties = [], 0
+        counts = dict(pairs=points * sum(m.num_maps for m in ref_maps), near_ties=0)
+        found = []
         for maps in ref_maps:
             num_maps, positions = maps.num_maps, maps.height * maps.width
+            # the table's columns per map: the positions, then pad columns up to whole top-k groups
+            width = -(-positions // TOPK_GROUP) * TOPK_GROUP
             values = roi_feats.new_empty(num_maps, points, top)
             rows = torch.empty(num_maps, points, top, dtype=torch.long, device=device)
             near = torch.zeros(num_maps, points, dtype=torch.bool, device=device)
             # one more than the top, to see whether the last one kept is a near tie
             kept = min(top + 1, positions)
-            maps_per_block = max(1, min(num_maps, bound // max(1, used.numel() * positions)))
+            maps_per_block = max(1, min(num_maps, bound // max(1, used.numel() * width)))
             for k0 in range(0, num_maps, maps_per_block):
                 k1 = min(num_maps, k0 + maps_per_block)
+                kb = k1 - k0
                 with record_function('troi.similarity'):
                     normed = maps.normed[k0:k1]  # (kb, C, h*w)
-                    if k1 - k0 > 1:
-                        normed = normed.permute(1, 0, 2).reshape(channels, -1)
-                    table = key_rows.mm(normed.view(channels, -1))  # (U, kb*h*w)
+                    if width > positions:
+                        normed = F.pad(normed, (0, width - positions))
+                    normed = normed.permute(1, 0, 2).reshape(channels, kb * width)
+                    table = key_rows.mm(normed).view(-1, kb, width)  # (U, kb, width)
+                    # pad columns never win: a very negative similarity (the tap weights are >= 0 and
+                    # sum to at most 1, so a point's pad value stays finite)
+                    table[:, :, positions:] = torch.finfo(dtype).min / 4
+                    table = table.view(-1, kb * width)
                 chunk = max(1, bound // table.size(1))
                 for p0 in range(0, points, chunk):
                     p1 = min(points, p0 + chunk)
                     with record_function('troi.similarity'):
                         sim = F.embedding_bag(local[p0:p1], table, per_sample_weights=weight[p0:p1],
-                                              mode='sum')  # (p, kb*h*w)
+                                              mode='sum')  # (p, kb*width)
                     with record_function('troi.topk'):
-                        v, i = sim.view(p1 - p0, k1 - k0, positions).topk(kept, dim=2)  # (p, kb, kept)
-                        v = v * inv_norm[p0:p1, None, None]
-                        values[k0:k1, p0:p1] = v[..., :top].transpose(0, 1)
-                        rows[k0:k1, p0:p1] = i[..., :top].transpose(0, 1)
+                        v, i = _topk_by_groups(sim.view(p1 - p0, kb, width), kept)  # (p, kb, kept)
+                        v = (v * inv_norm[p0:p1, None, None]).transpose(0, 1)  # (kb, p, kept)
+                        i = i.transpose(0, 1)
+                        values[k0:k1, p0:p1] = v[..., :top]
+                        rows[k0:k1, p0:p1] = i[..., :top]
+                        # a pad column kept (only where all of a point's tap weights, and so its
+                        # similarities, are zero) is searched again too
+                        again = (i >= positions).any(dim=2)
                         if kept > top:
-                            near[k0:k1, p0:p1] = (v[..., top - 1] - v[..., top] <= tol[p0:p1, None]).t()
+                            again |= v[..., top - 1] - v[..., top] <= tol[p0:p1]
+                        near[k0:k1, p0:p1] = again
                 del table
-            near_ties += self._resolve_near_ties(roi_feats, maps, near, values, rows)
+            counts['near_ties'] += self._resolve_near_ties(roi_feats, maps, near, values, rows)
             found.append((values, rows))
-        self.last_near_ties = (near_ties, points * sum(m.num_maps for m in ref_maps))
+        self.last_search = counts
         return found
 
     def _resolve_near_ties(self, roi_feats: Tensor, maps: ReferenceMaps, near: Tensor, values: Tensor,
@@ -418,6 +439,11 @@ class TemporalRoIAlign(SingleRoIExtractor):
         again, directly on the RoI point (the published computation), and overwrite their top values and
         positions in place: there the order of float sums decides which position is kept, and the
         position-first sums must not decide it differently.
+
+        The direct search is a matrix product of the pairs' RoI points with the whole map, as in the
+        published search: a product of the same operands rounds as the published one does (dot products
+        of the candidate positions alone round differently, and flipped the kept position of 1 in 1,764
+        pairs of a test against the published search).
 
         Args:
             roi_feats: Tensor[n, C, 7, 7], the key RoI features.
@@ -466,15 +492,18 @@ class TemporalRoIAlign(SingleRoIExtractor):
         if found is None:
             key_hat = key_points / (key_points.norm(p=2, dim=1, keepdim=True) + self.epsilon)
         frames = [key_points[None]]  # tensors (K_s, n*49, C): the key, then each stack's most-similar
-        embeds = []  # the same frames embedded, (K_s, n*49, C)
+        # per frame block b, <E_k, E_0> over its C/B channels: tensors (K_s, n*49, B) in frame order
+        # (the frames' embeds E_k are not kept: each is used once, against the key's E_0)
+        logits = []
         if blocks > 0:
             with record_function('troi.embed'):
                 if key_embed is None:
-                    embeds.append(self._to_points(self._embed_conv(roi_feats))[None])
+                    key_e = self._to_points(self._embed_conv(roi_feats))
                 else:
                     key_taps, tap_idx, tap_weights = key_embed
-                    embeds.append(self._embed_from_taps(key_taps.view(-1, 9 * channels), tap_idx,
-                                                        tap_weights)[None])
+                    key_e = self._embed_from_taps(key_taps.view(-1, 9 * channels), tap_idx, tap_weights)
+                key_e = key_e.view(points, blocks, block_size)  # (n*49, B, C/B)
+                logits.append((key_e * key_e).sum(dim=2)[None])
         for s, maps in enumerate(ref_maps):
             num_maps, positions = maps.num_maps, maps.height * maps.width
             if found is not None:
@@ -506,23 +535,21 @@ class TemporalRoIAlign(SingleRoIExtractor):
                     embed = self._embed_from_taps(maps.embed_taps.view(-1, 9 * channels),
                                                   rows.view(num_maps * n, roi_h, roi_w, -1),
                                                   weights.view(num_maps * n, roi_h, roi_w, -1))
-                embeds.append(embed.view(num_maps, points, channels))
+                # (K, n*49, B): the embed is not used again, so the products overwrite it
+                logits.append(embed.view(num_maps, points, blocks, block_size).mul_(key_e).sum(dim=3))
         with record_function('troi.attention'):
-            frames = torch.cat(frames)  # (K+1, n*49, C)
             if blocks == 0:
-                out = frames.mean(dim=0)  # (n*49, C)
+                out = torch.cat(frames).mean(dim=0)  # (n*49, C)
             else:
-                embeds = torch.cat(embeds).view(-1, points, blocks, block_size)  # (K+1, n*49, B, C/B)
-                logits = (embeds * embeds[:1]).sum(dim=3)  # (K+1, n*49, B): <E_k, E_0> per block
                 # softmax over the K+1 frames (the key included) of the scaled dot products
-                alpha = (logits / math.sqrt(block_size)).softmax(dim=0)
-                # sum_k alpha_k * X_k accumulated frame by frame (keeps one (n*49, B, C/B) buffer in
-                # cache; measured faster than one broadcast product and sum over the K+1 frames)
-                frames = frames.view(-1, points, blocks, block_size)
-                alpha = alpha.unsqueeze(3)
-                out = frames[0] * alpha[0]
-                for k in range(1, frames.size(0)):
-                    out = torch.addcmul(out, frames[k], alpha[k])
+                alpha = (torch.cat(logits) / math.sqrt(block_size)).softmax(dim=0).unsqueeze(3)
+                # sum_k alpha_k * X_k accumulated frame by frame, from each stack's tensor in place
+                # (no copy of the K+1 frames into one tensor; one (n*49, B, C/B) buffer stays in cache;
+                # measured faster than one broadcast product and sum over the frames)
+                frame_views = [f[j].view(points, blocks, block_size) for f in frames for j in range(f.size(0))]
+                out = frame_views[0] * alpha[0]
+                for k in range(1, len(frame_views)):
+                    out = torch.addcmul(out, frame_views[k], alpha[k])
         return out.reshape(n, roi_h, roi_w, channels).permute(0, 3, 1, 2).contiguous()
 
     @staticmethod
@@ -578,7 +605,37 @@ class TemporalRoIAlign(SingleRoIExtractor):
         bag_weights = weights.index_select(1, source).view(-1, 9 * top)
         out = F.embedding_bag(bag_idx, rows, per_sample_weights=bag_weights, mode='sum')  # (n*49, C)
         bias = self.embed_network.conv.bias
-        return out if bias is None else out + bias.to(out.dtype)
+        return out if bias is None else out.add_(bias.to(out.dtype))
+
+
+def _topk_by_groups(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``x.topk(k, dim=-1)`` (values in descending order, indices along the last axis), computed on the
+    k groups of ``TOPK_GROUP`` consecutive entries with the largest maxima.
+
+    Exact: every entry larger than the k-th largest value v lies in a group whose maximum exceeds v, so
+    those groups (fewer than k) are all among the k chosen, and the chosen groups' maxima supply the
+    entries equal to v; the values are those of ``topk``, and so are the indices except among equal
+    values.
+
+    Args:
+        x: Tensor[..., G * TOPK_GROUP].
+        k: how many, at most the size of the last axis.
+
+    Returns:
+        values and indices (long), Tensor[..., k] each.
+    """
+    *lead, size = x.shape
+    if size % TOPK_GROUP:
+        raise ValueError(f'_topk_by_groups: the last axis ({size}) must hold whole groups of {TOPK_GROUP}')
+    groups = size // TOPK_GROUP
+    if groups <= k:
+        return x.topk(k, dim=-1)
+    flat = x.reshape(-1, groups, TOPK_GROUP)
+    best = flat.amax(dim=2).topk(k, dim=1).indices  # (r, k) groups
+    members = flat.gather(1, best[:, :, None].expand(-1, -1, TOPK_GROUP)).view(-1, k * TOPK_GROUP)
+    values, j = members.topk(k, dim=1)
+    index = best.gather(1, torch.div(j, TOPK_GROUP, rounding_mode='floor')) * TOPK_GROUP + j % TOPK_GROUP
+    return values.view(*lead, k), index.view(*lead, k)
 
 
 # ---------------------------------------------------------------------- dtype and device helpers
