@@ -14,6 +14,7 @@ from mmcv import Config
 from mmdet.models import build_detector
 
 import clab  # noqa: F401  (registries)
+from clab.models import selsa as selsa_module
 from clab.models.selsa import SELSA
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -229,6 +230,38 @@ def test_reference_caching_matches_published_path(clab_model):
     assert uncached.memo.roi_cache is None and uncached.memo.proposals is None
     assert_same_detections(cached_out, uncached_out, exact=False)
     assert clab_model.memo.frame_ids == [0, 1, 2]
+
+
+def test_channels_last_backbone_at_test_time(base_model):
+    """At test time the backbone runs on NHWC memory and the neck output comes back as contiguous NCHW;
+    detections equal those of the NCHW backbone up to float order; training and backbones holding an
+    mmcv op keep NCHW."""
+    from mmcv.ops import DeformConv2dPack
+
+    nchw = build(BASE_TINY, channels_last=False)
+    nchw.load_state_dict(base_model.state_dict())
+    assert base_model.channels_last and not nchw.channels_last
+    seen = []
+    hook = base_model.detector.backbone.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    try:
+        frames = video(3, seed=7)
+        base_model.eval()
+        with torch.no_grad():
+            x, _ = base_model.extract_feat(frames[0])
+        assert seen == [True] and all(f.is_contiguous() for f in x)
+        assert_same_detections(run_adaptive(base_model, frames, [0, 2]), run_adaptive(nchw, frames, [0, 2]),
+                               exact=False)
+        base_model.train()
+        base_model.extract_feat(frames[0])
+        assert seen[-1] is False
+    finally:
+        hook.remove()
+        base_model.eval()
+    model = build(BASE_TINY)
+    model.detector.backbone.layer1[0].conv2 = DeformConv2dPack(8, 8, 3, padding=1)
+    assert selsa_module._holds_mmcv_op(model.detector.backbone)
+    assert not selsa_module._holds_mmcv_op(base_model.detector.backbone)
 
 
 def test_frames_must_start_at_zero(base_model):

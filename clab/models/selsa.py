@@ -25,6 +25,9 @@ Deliberate differences from the published code (README "Differences"):
 * with ``test_cfg.cache_ref_proposals=True`` (default) everything about the fixed references of a video
   that does not depend on the current frame (their proposals and the RoI head's reference cache) is
   computed once per video instead of once per frame; ``False`` gives the published per-frame path;
+* at test time the backbone and neck run on a channels-last copy of the image (``test_cfg.channels_last``,
+  default True; the neck output is returned to contiguous NCHW for the RoI ops): the same numbers up to the
+  order of float sums, 0.78x the backbone time at 608x1008 on a 2-core CPU (benchmarks/README.md);
 * ``test_with_fix_stride`` keeps a window of exactly ``2 * num_left_ref_imgs + 1`` frames and refuses a
   duplicated lone reference (SPEC 1.11) instead of letting the window grow.
 """
@@ -43,7 +46,7 @@ from torch import Tensor, nn
 
 __all__ = ["SELSA"]
 
-_TEST_CFG_KEYS = {"cache_ref_proposals": bool, "embed_taps": bool}
+_TEST_CFG_KEYS = {"cache_ref_proposals": bool, "embed_taps": bool, "channels_last": bool}
 
 
 @dataclass
@@ -120,7 +123,9 @@ class SELSA(BaseModule):
         test_cfg: ``dict(cache_ref_proposals=True, embed_taps=True)``: cache the fixed references'
             proposals and RoI-head state per video (False: recompute them every frame, the published path);
             ``embed_taps`` also precomputes the TRoI embed conv's taps on the cached maps (a win at R-50
-            sizes, a loss on tiny maps).
+            sizes, a loss on tiny maps); ``channels_last`` (default True) runs the backbone and neck on a
+            channels-last image at test time (off where they hold an mmcv op, which reads contiguous NCHW
+            memory; training is unchanged).
     """
 
     def __init__(self, detector: dict, auxiliary: dict | None = None, cab_stage: int = 2,
@@ -168,6 +173,10 @@ class SELSA(BaseModule):
         self.cache_ref_proposals = bool(self.test_cfg.get("cache_ref_proposals", True))
         # precompute the TRoI embed conv's taps on the cached maps: a 4x win at R-50 sizes, a loss on tiny maps
         self.embed_taps = bool(self.test_cfg.get("embed_taps", True))
+        # channels-last backbone and neck at test time, unless an mmcv op in them reads NCHW memory
+        self.channels_last = (bool(self.test_cfg.get("channels_last", True))
+                              and not _holds_mmcv_op(self.detector.backbone)
+                              and not (self.detector.with_neck and _holds_mmcv_op(self.detector.neck)))
         self.fp16_enabled = False
         self.memo: _VideoMemo | None = None
 
@@ -231,12 +240,21 @@ class SELSA(BaseModule):
             last backbone output only; ``tapped`` is backbone stage ``cab_stage`` (Tensor[B, C_tap, ...]) when
             the branch is on, else None.
         """
+        channels_last = self.channels_last and not self.training
+        if channels_last:
+            # the same convolutions on NHWC memory: faster oneDNN / cuDNN kernels, same numbers up to the
+            # order of float sums
+            img = img.contiguous(memory_format=torch.channels_last)
         outs = self.detector.backbone(img)
         if isinstance(outs, Tensor):
             outs = (outs,)
         last = tuple(outs[-1:])
         x = self.detector.neck(last) if self.detector.with_neck else last
         tapped = outs[self._tap_index] if self._tap_index is not None else None
+        if channels_last:
+            # back to contiguous NCHW: mmcv's RoIAlign and NMS inputs are read as contiguous memory
+            x = tuple(f.contiguous() for f in x)
+            tapped = None if tapped is None else tapped.contiguous()
         return tuple(x), tapped
 
     # ------------------------------------------------------------------ training
@@ -582,3 +600,9 @@ class SELSA(BaseModule):
 
     def aug_test(self, imgs, img_metas, **kwargs):
         raise NotImplementedError("SELSA: test-time augmentation is not supported")
+
+
+def _holds_mmcv_op(module: nn.Module) -> bool:
+    """Whether ``module`` contains a module of ``mmcv.ops`` (e.g. a deformable convolution), whose kernels
+    read their input as contiguous NCHW memory."""
+    return any(type(m).__module__.startswith("mmcv.ops") for m in module.modules())
