@@ -88,6 +88,7 @@ class SelsaAggregator(BaseModule):
         query = self.fc_embed(x).view(n, groups, d).transpose(0, 1)  # (G, n, d)
         keys = ref_keys.view(m, groups, d).permute(1, 2, 0)  # (G, d, m)
         values = ref_values.view(m, groups, d).transpose(0, 1)  # (G, m, d)
-        weights = (torch.bmm(query, keys) / math.sqrt(d)).softmax(dim=2)  # (G, n, m)
+        # scaled in place: no second (G, n, m) buffer (the same numbers as a division into a new one)
+        weights = torch.bmm(query, keys).div_(math.sqrt(d)).softmax(dim=2)  # (G, n, m)
         out = torch.bmm(weights, values).transpose(0, 1).reshape(n, channels)  # (n, C)
         return self.fc(out)
