@@ -66,8 +66,9 @@ CPU_CHUNK_ELEMENTS = 2**25
 #: 2.24 s with 2**20, 2.14 s with 2**21 and 2.02 s with 2**23; benchmarks/README.md)
 CPU_POSITION_BLOCK_ELEMENTS = 2**22
 #: near ties of the position-first search: a pair whose last kept similarity is within
-#: NEAR_TIE_FACTOR * sqrt(C) * eps * (1 + spread) of the next one is searched again directly (the two
-#: computations were measured to disagree by at most 0.25 sqrt(C) eps at 608x1008, C = 512)
+#: NEAR_TIE_FACTOR * sqrt(C) * eps * (1 + spread) of the next one is searched again directly. On the
+#: 608x1008 benchmark frame the two computations disagree by at most 0.11 of that unit
+#: (benchmarks/troi_rounding.py): 2 leaves an 18x margin and searches 1.3% of the pairs again (8: 5.0%)
 NEAR_TIE_FACTOR = 2
 #: the position-first search's top-k runs on the k groups of TOPK_GROUP consecutive positions with the
 #: largest maxima (exact, see _topk_by_groups): 3.6x faster than torch.topk over 438 x 2,432 blocks here
@@ -590,20 +591,24 @@ class TemporalRoIAlign(SingleRoIExtractor):
         n, roi_h, roi_w, top = idx.shape
         channels = taps.size(1) // 9
         rows = taps.view(-1, channels)  # (P*9, C), row 9*position + t
-        # the grid padded by one zero-weight point on each side: (n, (7+2)*(7+2), top)
-        idx = F.pad(idx, (0, 0, 1, 1, 1, 1)).view(n, -1, top)
-        weights = F.pad(weights, (0, 0, 1, 1, 1, 1)).view(n, -1, top)
-        # padded source point (y + dy, x + dx) of output point (y, x) and tap t = 3*dy + dx: (7*7*9,)
         device = idx.device
+        # source point (y + dy - 1, x + dx - 1) of output point (y, x) and tap t = 3*dy + dx, in (y, x, t)
+        # order; only those inside the grid (the conv's zero padding adds nothing): V of 7*7*9
         dy = torch.arange(3, device=device).repeat_interleave(3)  # (9,)
         dx = torch.arange(3, device=device).repeat(3)
-        ys = torch.arange(roi_h, device=device)[:, None, None]
-        xs = torch.arange(roi_w, device=device)[None, :, None]
-        source = ((ys + dy) * (roi_w + 2) + xs + dx).view(-1)  # (7, 7, 9) -> (7*7*9,)
-        tap = torch.arange(9, device=device).repeat(roi_h * roi_w)  # (7*7*9,)
-        bag_idx = (idx.index_select(1, source) * 9 + tap[:, None]).view(-1, 9 * top)  # (n*49, 9*top)
-        bag_weights = weights.index_select(1, source).view(-1, 9 * top)
-        out = F.embedding_bag(bag_idx, rows, per_sample_weights=bag_weights, mode='sum')  # (n*49, C)
+        sy, sx = torch.broadcast_tensors(torch.arange(roi_h, device=device)[:, None, None] + dy - 1,
+                                         torch.arange(roi_w, device=device)[None, :, None] + dx - 1)
+        inside = ((sy >= 0) & (sy < roi_h) & (sx >= 0) & (sx < roi_w)).view(-1)  # (7*7*9,)
+        source = (sy * roi_w + sx).view(-1)[inside]  # (V,)
+        tap = torch.arange(9, device=device).repeat(roi_h * roi_w)[inside]  # (V,)
+        # one bag per output point: its valid taps, each with the top most-similar rows
+        bag_idx = (idx.reshape(n, -1, top).index_select(1, source) * 9 + tap[:, None]).view(-1)
+        bag_weights = weights.reshape(n, -1, top).index_select(1, source).view(-1)
+        counts = inside.view(roi_h * roi_w, 9).sum(dim=1)  # (49,) valid taps of each output point
+        starts = torch.cumsum(counts, 0) - counts
+        offsets = ((torch.arange(n, device=device)[:, None] * source.numel() + starts) * top).view(-1)
+        out = F.embedding_bag(bag_idx, rows, offsets=offsets, per_sample_weights=bag_weights,
+                              mode='sum')  # (n*49, C)
         bias = self.embed_network.conv.bias
         return out if bias is None else out.add_(bias.to(out.dtype))
 
