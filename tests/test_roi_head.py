@@ -623,30 +623,39 @@ def test_grouped_topk_equals_topk(gen):
 
 
 def test_position_first_search_outside_the_map_and_pad_columns(gen):
-    """A RoI wholly outside the key map has zero tap weights, so all its similarities are zero and tie
-    with the pad columns of the search's table: those points are searched again directly, and no kept
-    position lies outside the map (38x63 positions, not a whole number of top-k groups)."""
-    extractor, roi_feats, cache, key_maps, rois = _position_first_case(gen, 38, 63, 16, 6, 2)
-    img_w, img_h = 63 * STRIDE, 38 * STRIDE
-    outside = bbox2roi([torch.tensor([[img_w + 40.0, img_h + 40.0, img_w + 120.0, img_h + 90.0]])])
-    rois = torch.cat([rois, outside])
-    with torch.no_grad():
-        # (the key map itself, contiguous: mmcv's CPU RoIAlign reads its memory as contiguous)
-        roi_feats = extractor((key_maps.points[0].t().reshape(1, 16, 38, 63).contiguous(),), rois)
-        assert float(roi_feats[-1].abs().max()) == 0.0
-        taps = extractor._roi_taps(rois, key_maps, torch.float32)
-        assert float(taps[1][-1].abs().max()) == 0.0
-        found = extractor._search_by_positions(roi_feats, taps, key_maps, [cache, key_maps])
-        points = roi_feats.permute(0, 2, 3, 1).reshape(-1, 16)
-        key_hat = points / (points.norm(dim=1, keepdim=True) + extractor.epsilon)
-        for maps, (values, rows) in zip([cache, key_maps], found):
-            assert int(rows.max()) < 38 * 63
-            direct_values, direct_rows = torch.matmul(key_hat, maps.normed).topk(2, dim=2)
-            torch.testing.assert_close(values, direct_values, rtol=0, atol=1e-6)
-            assert torch.equal(values[:, -49:], torch.zeros_like(values[:, -49:]))
-            # the outside RoI's points: every position ties, the direct search's pick is kept
-            assert torch.equal(rows[:, -49:], direct_rows[:, -49:])
-        assert extractor.last_search['near_ties'] >= 49 * 3
+    """Pad columns (the search's table is padded to whole top-k groups) never become kept positions:
+    not when every similarity is negative (38x63 maps, references of the opposite sign), and not when a
+    RoI wholly outside the map has zero tap weights, so that all its similarities tie with the pads at 0
+    (there the points are searched again directly), also on a 1x2 map, where the top 2 are every position
+    and no near tie can be seen."""
+    for map_h, map_w in ((38, 63), (1, 2)):
+        extractor, _, _, key_maps, rois = _position_first_case(gen, map_h, map_w, 16, 6, 1)
+        img_w, img_h = map_w * STRIDE, map_h * STRIDE
+        outside = bbox2roi([torch.tensor([[img_w + 40.0, img_h + 40.0, img_w + 120.0, img_h + 90.0]])])
+        rois = torch.cat([rois, outside])
+        positions = map_h * map_w
+        with torch.no_grad():
+            # (the key map itself, contiguous: mmcv's CPU RoIAlign reads its memory as contiguous)
+            key = key_maps.points[0].t().reshape(1, 16, map_h, map_w).contiguous()
+            roi_feats = extractor((key,), rois)
+            assert float(roi_feats[-1].abs().max()) == 0.0
+            taps = extractor._roi_taps(rois, key_maps, torch.float32)
+            assert float(taps[1][-1].abs().max()) == 0.0
+            # negative references: every cosine with the (non-negative) key points is negative
+            opposite = extractor.prepare_reference_maps(-torch.rand(2, 16, map_h, map_w, generator=gen))
+            stacks = [opposite, key_maps]
+            found = extractor._search_by_positions(roi_feats, taps, key_maps, stacks)
+            points = roi_feats.permute(0, 2, 3, 1).reshape(-1, 16)
+            key_hat = points / (points.norm(dim=1, keepdim=True) + extractor.epsilon)
+            for maps, (values, rows) in zip(stacks, found):
+                assert int(rows.max()) < positions
+                direct_values, direct_rows = torch.matmul(key_hat, maps.normed).topk(2, dim=2)
+                torch.testing.assert_close(values, direct_values, rtol=0, atol=1e-6)
+                assert torch.equal(rows.sort(dim=2).values, direct_rows.sort(dim=2).values)
+                assert torch.equal(values[:, -49:], torch.zeros_like(values[:, -49:]))
+            assert float(found[0][0][:, :-49].max()) < 0
+            # at least the outside RoI's points of all three maps were searched again
+            assert extractor.last_search['near_ties'] >= 49 * 3
 
 
 def test_position_first_search_is_skipped_for_adaptive_sampling(gen):

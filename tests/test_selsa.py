@@ -252,15 +252,25 @@ def test_channels_last_backbone_at_test_time(base_model):
         assert seen == [True] and all(f.is_contiguous() for f in x)
         assert_same_detections(run_adaptive(base_model, frames, [0, 2]), run_adaptive(nchw, frames, [0, 2]),
                                exact=False)
-        base_model.train()
-        base_model.extract_feat(frames[0])
-        assert seen[-1] is False
     finally:
         hook.remove()
-        base_model.eval()
-    model = build(BASE_TINY)
-    model.detector.backbone.layer1[0].conv2 = DeformConv2dPack(8, 8, 3, padding=1)
-    assert selsa_module._holds_mmcv_op(model.detector.backbone)
+    # training keeps NCHW (a fresh model: a training forward updates the BN statistics)
+    trained = build(BASE_TINY)
+    assert trained.channels_last
+    seen.clear()
+    hook = trained.detector.backbone.register_forward_pre_hook(
+        lambda module, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    try:
+        trained.train()
+        trained.extract_feat(frames[0])
+        assert seen == [False]
+    finally:
+        hook.remove()
+    # a backbone with deformable convolutions (mmcv.ops) is built with channels-last off
+    dcn = build(BASE_TINY, backbone=dict(depth=50, dcn=dict(type="DCN", deform_groups=1, fallback_on_stride=False),
+                                         stage_with_dcn=(False, False, False, True)))
+    assert any(isinstance(m, DeformConv2dPack) for m in dcn.detector.backbone.modules())
+    assert selsa_module._holds_mmcv_op(dcn.detector.backbone) and not dcn.channels_last
     assert not selsa_module._holds_mmcv_op(base_model.detector.backbone)
 
 

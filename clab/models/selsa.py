@@ -125,7 +125,7 @@ class SELSA(BaseModule):
             ``embed_taps`` also precomputes the TRoI embed conv's taps on the cached maps (a win at R-50
             sizes, a loss on tiny maps); ``channels_last`` (default True) runs the backbone and neck on a
             channels-last image at test time (off where they hold an mmcv op, which reads contiguous NCHW
-            memory; training is unchanged).
+            memory, checked when the model is built; training is unchanged).
     """
 
     def __init__(self, detector: dict, auxiliary: dict | None = None, cab_stage: int = 2,
@@ -238,7 +238,8 @@ class SELSA(BaseModule):
         Returns:
             ``(x, tapped)``: ``x`` is the neck output, a tuple of one Tensor[B, C, H/s, W/s] computed from the
             last backbone output only; ``tapped`` is backbone stage ``cab_stage`` (Tensor[B, C_tap, ...]) when
-            the branch is on, else None.
+            the branch is on, else None. Both are contiguous NCHW, also when the test-time backbone ran on a
+            channels-last copy of ``img`` (``test_cfg.channels_last``).
         """
         channels_last = self.channels_last and not self.training
         if channels_last:

@@ -44,6 +44,7 @@ Deliberate differences from mmtracking 0.14 / the CLAB fork (same outputs):
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from collections.abc import Sequence
 
@@ -67,9 +68,13 @@ CPU_CHUNK_ELEMENTS = 2**25
 CPU_POSITION_BLOCK_ELEMENTS = 2**22
 #: near ties of the position-first search: a pair whose last kept similarity is within
 #: NEAR_TIE_FACTOR * sqrt(C) * eps * (1 + spread) of the next one is searched again directly. On the
-#: 608x1008 benchmark frame the two computations disagree by at most 0.11 of that unit
-#: (benchmarks/troi_rounding.py): 2 leaves an 18x margin and searches 1.3% of the pairs again (8: 5.0%)
+#: 608x1008 benchmark frame, on a CPU, a position-first similarity and the direct one differ by at most
+#: 0.12 of that unit (benchmarks/troi_rounding.py); a wrong pick needs a gap below the two values' errors
+#: together (0.24), so 2 leaves an 8x margin and searches 1.3% of the pairs again (8: 5.0%)
 NEAR_TIE_FACTOR = 2
+#: the same on other devices, whose rounding (e.g. cuBLAS's shape-dependent kernels) was not measured:
+#: the earlier, wider tolerance (searching 5% of the pairs again costs little on a GPU)
+UNMEASURED_NEAR_TIE_FACTOR = 8
 #: the position-first search's top-k runs on the k groups of TOPK_GROUP consecutive positions with the
 #: largest maxima (exact, see _topk_by_groups): 3.6x faster than torch.topk over 438 x 2,432 blocks here
 TOPK_GROUP = 64
@@ -353,7 +358,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
         point, one grouped top-k per map (:func:`_topk_by_groups`), and the division by
         ``||R_p|| + epsilon`` on the top values only (it does not change their order). Maps are taken a
         block at a time and points a block at a time so that a table block and a similarity block each
-        stay within the bound (on a CPU ``CPU_POSITION_BLOCK_ELEMENTS``, cache-sized, measured; see
+        stay within the bound (on a CPU ``CPU_POSITION_BLOCK_ELEMENTS``, measured; see
         benchmarks/README.md). Pairs whose last kept value is within rounding of the next one are
         searched again directly (:meth:`_resolve_near_ties`).
 
@@ -381,7 +386,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
             # rounds to ~sqrt(C) eps of its size, and the position-first one sums sum_t w_t |F_key[q_t]|
             # of them before dividing by ||R_p||
             spread = (weight * key_maps.points[0].norm(p=2, dim=1)[index]).sum(dim=1) * inv_norm
-            tol = NEAR_TIE_FACTOR * math.sqrt(channels) * torch.finfo(dtype).eps * (1 + spread)
+            factor = NEAR_TIE_FACTOR if device.type == 'cpu' else UNMEASURED_NEAR_TIE_FACTOR
+            tol = factor * math.sqrt(channels) * torch.finfo(dtype).eps * (1 + spread)
         bound = self.chunk_elements(device)
         if device.type == 'cpu':
             bound = min(bound, CPU_POSITION_BLOCK_ELEMENTS)
@@ -441,10 +447,12 @@ class TemporalRoIAlign(SingleRoIExtractor):
         positions in place: there the order of float sums decides which position is kept, and the
         position-first sums must not decide it differently.
 
-        The direct search is a matrix product of the pairs' RoI points with the whole map, as in the
-        published search: a product of the same operands rounds as the published one does (dot products
-        of the candidate positions alone round differently, and flipped the kept position of 1 in 1,764
-        pairs of a test against the published search).
+        The direct search is a matrix product of the pairs' RoI points with the whole map, as the
+        published search is (there a batched product over a chunk of points). On this CPU the two
+        products were measured to keep the same positions (benchmarks/troi_rounding.py: 4 of 220,500
+        pairs differ from a one-map product of all points, at ties below the products' own rounding);
+        dot products of the candidate positions alone round differently, and flipped the kept position
+        of 1 in 1,764 pairs of a test against the published search.
 
         Args:
             roi_feats: Tensor[n, C, 7, 7], the key RoI features.
@@ -592,25 +600,40 @@ class TemporalRoIAlign(SingleRoIExtractor):
         channels = taps.size(1) // 9
         rows = taps.view(-1, channels)  # (P*9, C), row 9*position + t
         device = idx.device
-        # source point (y + dy - 1, x + dx - 1) of output point (y, x) and tap t = 3*dy + dx, in (y, x, t)
-        # order; only those inside the grid (the conv's zero padding adds nothing): V of 7*7*9
-        dy = torch.arange(3, device=device).repeat_interleave(3)  # (9,)
-        dx = torch.arange(3, device=device).repeat(3)
-        sy, sx = torch.broadcast_tensors(torch.arange(roi_h, device=device)[:, None, None] + dy - 1,
-                                         torch.arange(roi_w, device=device)[None, :, None] + dx - 1)
-        inside = ((sy >= 0) & (sy < roi_h) & (sx >= 0) & (sx < roi_w)).view(-1)  # (7*7*9,)
-        source = (sy * roi_w + sx).view(-1)[inside]  # (V,)
-        tap = torch.arange(9, device=device).repeat(roi_h * roi_w)[inside]  # (V,)
+        source, tap, starts = _conv_taps_in_grid(roi_h, roi_w, device)
         # one bag per output point: its valid taps, each with the top most-similar rows
         bag_idx = (idx.reshape(n, -1, top).index_select(1, source) * 9 + tap[:, None]).view(-1)
         bag_weights = weights.reshape(n, -1, top).index_select(1, source).view(-1)
-        counts = inside.view(roi_h * roi_w, 9).sum(dim=1)  # (49,) valid taps of each output point
-        starts = torch.cumsum(counts, 0) - counts
         offsets = ((torch.arange(n, device=device)[:, None] * source.numel() + starts) * top).view(-1)
         out = F.embedding_bag(bag_idx, rows, offsets=offsets, per_sample_weights=bag_weights,
                               mode='sum')  # (n*49, C)
         bias = self.embed_network.conv.bias
         return out if bias is None else out.add_(bias.to(out.dtype))
+
+
+@functools.lru_cache(maxsize=16)
+def _conv_taps_in_grid(roi_h: int, roi_w: int, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """The taps of a 3x3 conv (padding 1) on a roi_h x roi_w grid that fall inside the grid.
+
+    Source point (y + dy - 1, x + dx - 1) of output point (y, x) and tap t = 3*dy + dx, in (y, x, t)
+    order, keeping only the V sources inside the grid (the zero padding adds nothing; V = 361 of 441 for
+    7x7). Cached per grid and device: the layout is fixed, and building it on a GPU would wait on the
+    device for the boolean mask.
+
+    Returns:
+        source (long, Tensor[V], y*roi_w + x), tap (long, Tensor[V]) and the first of each output
+        point's taps in that order (long, Tensor[roi_h*roi_w]).
+    """
+    dy = torch.arange(3).repeat_interleave(3)  # (9,)
+    dx = torch.arange(3).repeat(3)
+    sy, sx = torch.broadcast_tensors(torch.arange(roi_h)[:, None, None] + dy - 1,
+                                     torch.arange(roi_w)[None, :, None] + dx - 1)
+    inside = ((sy >= 0) & (sy < roi_h) & (sx >= 0) & (sx < roi_w)).reshape(-1)  # (roi_h*roi_w*9,)
+    source = (sy * roi_w + sx).reshape(-1)[inside]
+    tap = torch.arange(9).repeat(roi_h * roi_w)[inside]
+    counts = inside.view(roi_h * roi_w, 9).sum(dim=1)  # valid taps of each output point
+    starts = torch.cumsum(counts, 0) - counts
+    return source.to(device), tap.to(device), starts.to(device)
 
 
 def _topk_by_groups(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
