@@ -27,7 +27,8 @@ Deliberate differences from the published code (README "Differences"):
   computed once per video instead of once per frame; ``False`` gives the published per-frame path;
 * at test time the backbone and neck run on a channels-last copy of the image (``test_cfg.channels_last``,
   default True; the neck output is returned to contiguous NCHW for the RoI ops): the same numbers up to the
-  order of float sums, 0.78x the backbone time at 608x1008 on a 2-core CPU (benchmarks/README.md);
+  order of float sums, 0.75x to 0.79x the backbone time at 608x1008 on a 2-core CPU
+  (benchmarks/README.md);
 * ``test_with_fix_stride`` keeps a window of exactly ``2 * num_left_ref_imgs + 1`` frames and refuses a
   duplicated lone reference (SPEC 1.11) instead of letting the window grow.
 """
