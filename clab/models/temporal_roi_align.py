@@ -357,8 +357,9 @@ class TemporalRoIAlign(SingleRoIExtractor):
         U <= 2,394 instead of 14,700 RoI points), then a 16-tap ``embedding_bag`` of its rows per
         point, one grouped top-k per map (:func:`_topk_by_groups`), and the division by
         ``||R_p|| + epsilon`` on the top values only (it does not change their order). Maps are taken a
-        block at a time and points a block at a time so that a table block and a similarity block each
-        stay within the bound (on a CPU ``CPU_POSITION_BLOCK_ELEMENTS``, measured; see
+        block at a time (as many whole maps as fit the bound, at least one: at 608x1008 one map's table,
+        2,394 x 2,432, is larger than the CPU bound) and points a block at a time so that a similarity
+        block stays within the bound (on a CPU ``CPU_POSITION_BLOCK_ELEMENTS``, measured; see
         benchmarks/README.md). Pairs whose last kept value is within rounding of the next one are
         searched again directly (:meth:`_resolve_near_ties`).
 
