@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 
@@ -74,11 +73,9 @@ def main(argv=None) -> int:
         index, weight = (t.reshape(points, -1) for t in taps)
         used, local = torch.unique(index, return_inverse=True)
         key_rows = key_maps.points[0].index_select(0, used)
-        key_points = ex._to_points(roi_feats)
-        inv_norm = 1.0 / (key_points.norm(p=2, dim=1) + ex.epsilon)
-        key_hat = key_points * inv_norm[:, None]
-        spread = (weight * key_maps.points[0].norm(p=2, dim=1)[index]).sum(dim=1) * inv_norm
-        unit = math.sqrt(channels) * torch.finfo(roi_feats.dtype).eps * (1 + spread)
+        # the search's own unit of NEAR_TIE_FACTOR
+        inv_norm, unit = ex._rounding_unit(roi_feats, index, weight, key_maps)
+        key_hat = ex._to_points(roi_feats) * inv_norm[:, None]
         sample = torch.arange(0, points, args.stride)
         worst_all = worst_top = 0.0
         gaps = []

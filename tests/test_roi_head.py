@@ -574,6 +574,14 @@ def _position_first_case(gen, map_h, map_w, channels, num_rois, num_refs, layer=
     return extractor, roi_feats, cache, key_maps, rois
 
 
+def _direct_search(extractor, roi_feats, maps):
+    """The published most-similar search of every RoI point against a stack: top values and positions,
+    Tensor[K, n*49, top] each."""
+    points = roi_feats.permute(0, 2, 3, 1).reshape(-1, roi_feats.size(1))
+    key_hat = points / (points.norm(dim=1, keepdim=True) + extractor.epsilon)
+    return torch.matmul(key_hat, maps.normed).topk(extractor.num_most_similar_points, dim=2)
+
+
 def test_position_first_search_equals_the_direct_search_at_608x1008_map_size(gen):
     """38x63 maps, 14 cached + the key map: the same top positions as searching the RoI points directly.
 
@@ -584,10 +592,8 @@ def test_position_first_search_equals_the_direct_search_at_608x1008_map_size(gen
     with torch.no_grad():
         taps = extractor._roi_taps(rois, key_maps, torch.float32)
         found = extractor._search_by_positions(roi_feats, taps, key_maps, stacks)
-        points = roi_feats.permute(0, 2, 3, 1).reshape(-1, 16)
-        key_hat = points / (points.norm(dim=1, keepdim=True) + extractor.epsilon)
         for maps, (values, rows) in zip(stacks, found):
-            direct_values, direct_rows = torch.matmul(key_hat, maps.normed).topk(2, dim=2)
+            direct_values, direct_rows = _direct_search(extractor, roi_feats, maps)
             # the same kept positions (their order may differ where the two values are equal)
             assert torch.equal(rows.sort(dim=2).values, direct_rows.sort(dim=2).values)
             torch.testing.assert_close(values, direct_values, rtol=0, atol=1e-6)
@@ -645,11 +651,9 @@ def test_position_first_search_outside_the_map_and_pad_columns(gen):
             opposite = extractor.prepare_reference_maps(-torch.rand(2, 16, map_h, map_w, generator=gen))
             stacks = [opposite, key_maps]
             found = extractor._search_by_positions(roi_feats, taps, key_maps, stacks)
-            points = roi_feats.permute(0, 2, 3, 1).reshape(-1, 16)
-            key_hat = points / (points.norm(dim=1, keepdim=True) + extractor.epsilon)
             for maps, (values, rows) in zip(stacks, found):
                 assert int(rows.max()) < positions
-                direct_values, direct_rows = torch.matmul(key_hat, maps.normed).topk(2, dim=2)
+                direct_values, direct_rows = _direct_search(extractor, roi_feats, maps)
                 torch.testing.assert_close(values, direct_values, rtol=0, atol=1e-6)
                 assert torch.equal(rows.sort(dim=2).values, direct_rows.sort(dim=2).values)
                 assert torch.equal(values[:, -49:], torch.zeros_like(values[:, -49:]))

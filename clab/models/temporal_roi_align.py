@@ -381,14 +381,9 @@ class TemporalRoIAlign(SingleRoIExtractor):
             # only the key positions some RoI touches: rows of the tables
             used, local = torch.unique(index, return_inverse=True)
             key_rows = key_maps.points[0].index_select(0, used)  # (U, C)
-            key_norms = self._to_points(roi_feats).norm(p=2, dim=1)
-            inv_norm = 1.0 / (key_norms + self.epsilon)  # (n*49,)
-            # how far the two computations of a cosine may disagree: each of the C-term dot products
-            # rounds to ~sqrt(C) eps of its size, and the position-first one sums sum_t w_t |F_key[q_t]|
-            # of them before dividing by ||R_p||
-            spread = (weight * key_maps.points[0].norm(p=2, dim=1)[index]).sum(dim=1) * inv_norm
+            inv_norm, unit = self._rounding_unit(roi_feats, index, weight, key_maps)
             factor = NEAR_TIE_FACTOR if device.type == 'cpu' else UNMEASURED_NEAR_TIE_FACTOR
-            tol = factor * math.sqrt(channels) * torch.finfo(dtype).eps * (1 + spread)
+            tol = factor * unit
         bound = self.chunk_elements(device)
         if device.type == 'cpu':
             bound = min(bound, CPU_POSITION_BLOCK_ELEMENTS)
@@ -440,6 +435,27 @@ class TemporalRoIAlign(SingleRoIExtractor):
             found.append((values, rows))
         self.last_search = counts
         return found
+
+    def _rounding_unit(self, roi_feats: Tensor, index: Tensor, weight: Tensor,
+                       key_maps: ReferenceMaps) -> tuple[Tensor, Tensor]:
+        """How far a position-first cosine may round away from the direct one, per RoI point.
+
+        Each C-term dot product rounds to about sqrt(C) eps of its size, and the position-first one sums
+        ``spread = sum_t w_t ||F_key[q_t]|| / ||R_p||`` of them before dividing by ``||R_p||``: the unit
+        is ``sqrt(C) eps (1 + spread)`` (``NEAR_TIE_FACTOR`` counts in it).
+
+        Args:
+            roi_feats: Tensor[n, C, 7, 7], the key RoI features R.
+            index, weight: Tensor[n*49, T], the points' RoIAlign taps on ``key_maps``.
+            key_maps: the key map, one-map :class:`ReferenceMaps`.
+
+        Returns:
+            ``1 / (||R_p|| + epsilon)`` and the unit, Tensor[n*49] each.
+        """
+        inv_norm = 1.0 / (self._to_points(roi_feats).norm(p=2, dim=1) + self.epsilon)
+        spread = (weight * key_maps.points[0].norm(p=2, dim=1)[index]).sum(dim=1) * inv_norm
+        unit = math.sqrt(roi_feats.size(1)) * torch.finfo(roi_feats.dtype).eps * (1 + spread)
+        return inv_norm, unit
 
     def _resolve_near_ties(self, roi_feats: Tensor, maps: ReferenceMaps, near: Tensor, values: Tensor,
                            rows: Tensor) -> int:
