@@ -38,6 +38,7 @@ STAGES = [
     ("backbone + neck", "extract_feat"),
     ("RPN + proposal NMS", "_rpn"),
     ("RoIAlign, key RoIs", "detector.roi_head.bbox_roi_extractor.forward"),
+    ("RoIAlign, key RoIs", "detector.roi_head.bbox_roi_extractor.align_key_rois"),
     ("key map layout + embed taps", "detector.roi_head.bbox_roi_extractor.prepare_reference_maps"),
     ("TRoI aggregation", "detector.roi_head.bbox_roi_extractor.aggregate"),
     ("key frame reference encodings", "detector.roi_head.bbox_head.encode_references"),
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
             wall, cpu, _ = bd._test_frame(model, args, frames, refs, f)
             plain.append(wall)
 
-    labels = [label for label, _ in STAGES] + TROI_RANGES
+    labels = list(dict.fromkeys(label for label, _ in STAGES)) + TROI_RANGES
     later = per_frame[1:]
     rows = []
     total = statistics.median(s["frame total"] for s in later)

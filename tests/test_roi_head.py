@@ -532,7 +532,7 @@ def test_roi_align_taps_reproduce_mmcv_roi_align(gen, aligned, sampling_ratio):
     """The taps of roi_align_taps, summed over a map, are mmcv's RoIAlign of it, border RoIs included."""
     from mmcv.ops import RoIAlign
 
-    from clab.models.roi_taps import roi_align_taps
+    from clab.models.roi_taps import roi_align_like_kernel, roi_align_taps
     feat = torch.randn(1, 8, MAP_H, MAP_W, generator=gen)
     boxes = torch.cat([random_boxes(gen, 20, with_score=False), torch.tensor([
         [0.0, 0.0, IMG_W, IMG_H],               # the whole image
@@ -553,6 +553,46 @@ def test_roi_align_taps_reproduce_mmcv_roi_align(gen, aligned, sampling_ratio):
     assert float(weight[-3].min()) == 0.0
     with pytest.raises(ValueError, match='sampling_ratio'):
         roi_align_taps(rois, MAP_H, MAP_W, (7, 7), 1.0 / STRIDE, 0, aligned)
+    # the kernel's own weights, summed in the kernel's order: bitwise mmcv's RoIAlign on this build
+    index, weight = roi_align_taps(rois, MAP_H, MAP_W, (7, 7), 1.0 / STRIDE, sampling_ratio, aligned,
+                                   average=False)
+    taps = 4 * sampling_ratio**2
+    for block in (7, 512):  # several blocks and one
+        points = roi_align_like_kernel(feat[0].flatten(1).t().contiguous(), index.view(-1, taps),
+                                       weight.view(-1, taps), block=block)
+        assert torch.equal(points.view(len(boxes), 7, 7, 8).permute(0, 3, 1, 2), expected)
+
+
+def test_key_rois_aligned_from_the_prepared_map_bitwise(gen, monkeypatch):
+    """align_key_rois is extractor(feats, rois) bit for bit, through the taps where the build allows it
+    (checked here to be this build), and falls back to mmcv's op where it does not."""
+    extractor = MODELS.build(extractor_cfg(channels=32))
+    feat = torch.randn(1, 32, MAP_H, MAP_W, generator=gen)
+    rois = bbox2roi([torch.cat([random_boxes(gen, 30, with_score=False),
+                                torch.tensor([[0.0, 0.0, IMG_W, IMG_H], [-40.0, -40.0, 10.0, 10.0]])])])
+    key_maps = extractor.prepare_reference_maps(feat)
+    expected = extractor((feat,), rois)
+    temporal_roi_align._kernel_order_reproduced.cache_clear()
+    calls = []
+    real = temporal_roi_align.roi_align_like_kernel
+    monkeypatch.setattr(temporal_roi_align, 'roi_align_like_kernel',
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = extractor.align_key_rois((feat,), rois, key_maps)
+    assert got.shape == expected.shape and got.is_contiguous()
+    assert torch.equal(got, expected)
+    assert len(calls) == 2  # the build check, then the RoIs
+    # a build whose kernel rounds otherwise (here: one ulp added to every output) keeps mmcv's op
+    temporal_roi_align._kernel_order_reproduced.cache_clear()
+    monkeypatch.setattr(temporal_roi_align, 'roi_align_like_kernel',
+                        lambda *a, **k: torch.nextafter(real(*a, **k), torch.tensor(math.inf)))
+    assert torch.equal(extractor.align_key_rois((feat,), rois, key_maps), expected)
+    temporal_roi_align._kernel_order_reproduced.cache_clear()
+    # RoIs of another image than the key map's: mmcv's op (the map has one image)
+    monkeypatch.setattr(temporal_roi_align, 'roi_align_like_kernel', real)
+    feats2 = torch.cat([feat, feat.flip(3)])
+    rois2 = rois.clone()
+    rois2[::2, 0] = 1
+    assert torch.equal(extractor.align_key_rois((feats2,), rois2, key_maps), extractor((feats2,), rois2))
 
 
 def _position_first_case(gen, map_h, map_w, channels, num_rois, num_refs, layer=None):

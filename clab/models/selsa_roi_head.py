@@ -288,11 +288,11 @@ class SelsaRoIHead(StandardRoIHead):
         if x[0].size(1) != cache.maps.channels:
             raise ValueError(f'SelsaRoIHead.simple_test: key map has {x[0].size(1)} channels, the '
                              f'cached reference maps {cache.maps.channels}')
-        # plain RoIAlign of the key proposals: the TRoI input and, as the last reference frame's
-        # proposals, the key frame's reference RoI features
-        roi_feats = extractor(x[:1], rois)  # (n, C, 7, 7)
         with_taps = cache.maps.embed_taps is not None
         key_maps = extractor.prepare_reference_maps(x[0], with_embed_taps=with_taps)
+        # plain RoIAlign of the key proposals (bitwise extractor(x[:1], rois)): the TRoI input and, as
+        # the last reference frame's proposals, the key frame's reference RoI features
+        roi_feats = extractor.align_key_rois(x[:1], rois, key_maps)  # (n, C, 7, 7)
         # position-first search: the key RoIs and the map they were aligned from
         bbox_feats = extractor.aggregate(roi_feats, [cache.maps, key_maps], rois=rois,
                                          key_maps=key_maps)  # (n, C, 7, 7)
