@@ -215,16 +215,21 @@ def test_troi_rejects_bad_parameters():
 
 
 # ---------------------------------------------------------------------------- aggregator / bbox head
-def test_selsa_aggregator_equals_the_direct_formula(gen):
-    agg = MODELS.build(dict(type='SelsaAggregator', in_channels=FC, num_attention_blocks=16))
+@pytest.mark.parametrize('channels, groups', [(FC, 2), (FC, 16), (48, 4)])  # sqrt(d) = 8, 2.83, 3.46
+@pytest.mark.parametrize('block', [None, 1, 7 * 11 * 3])  # all groups at once, one, three (uneven end)
+def test_selsa_aggregator_equals_the_direct_formula(gen, monkeypatch, channels, groups, block):
+    from clab.models import selsa_aggregator
+    if block is not None:
+        monkeypatch.setattr(selsa_aggregator, 'ATTENTION_BLOCK_ELEMENTS', block)
+    agg = MODELS.build(dict(type='SelsaAggregator', in_channels=channels, num_attention_blocks=groups))
     assert isinstance(agg, SelsaAggregator)
-    x = torch.randn(7, FC, generator=gen)
-    r = torch.randn(11, FC, generator=gen)
+    x = torch.randn(7, channels, generator=gen)
+    r = torch.randn(11, channels, generator=gen)
     with torch.no_grad():
         q, k, v = agg.fc_embed(x), agg.ref_fc_embed(r), agg.ref_fc(r)
-        d = FC // 16
+        d = channels // groups
         parts = []
-        for g in range(16):
+        for g in range(groups):
             s = slice(g * d, (g + 1) * d)
             attention = torch.softmax(q[:, s] @ k[:, s].T / math.sqrt(d), dim=1)  # (7, 11)
             parts.append(attention @ v[:, s])
