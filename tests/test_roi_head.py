@@ -579,8 +579,9 @@ def test_key_rois_aligned_from_the_prepared_map_bitwise(gen, monkeypatch):
     expected = extractor((feat,), rois)
     temporal_roi_align._kernel_order_reproduced.cache_clear()
     calls = []
-    real = temporal_roi_align.roi_align_like_kernel
-    monkeypatch.setattr(temporal_roi_align, 'roi_align_like_kernel',
+    from clab.models import roi_taps
+    real = roi_taps.roi_align_like_kernel
+    monkeypatch.setattr(roi_taps, 'roi_align_like_kernel',
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     got = extractor.align_key_rois((feat,), rois, key_maps)
     assert got.shape == expected.shape and got.is_contiguous()
@@ -588,12 +589,12 @@ def test_key_rois_aligned_from_the_prepared_map_bitwise(gen, monkeypatch):
     assert len(calls) == 2  # the build check, then the RoIs
     # a build whose kernel rounds otherwise (here: one ulp added to every output) keeps mmcv's op
     temporal_roi_align._kernel_order_reproduced.cache_clear()
-    monkeypatch.setattr(temporal_roi_align, 'roi_align_like_kernel',
+    monkeypatch.setattr(roi_taps, 'roi_align_like_kernel',
                         lambda *a, **k: torch.nextafter(real(*a, **k), torch.tensor(math.inf)))
     assert torch.equal(extractor.align_key_rois((feat,), rois, key_maps), expected)
     temporal_roi_align._kernel_order_reproduced.cache_clear()
     # RoIs of another image than the key map's: mmcv's op (the map has one image)
-    monkeypatch.setattr(temporal_roi_align, 'roi_align_like_kernel', real)
+    monkeypatch.setattr(roi_taps, 'roi_align_like_kernel', real)
     feats2 = torch.cat([feat, feat.flip(3)])
     rois2 = rois.clone()
     rois2[::2, 0] = 1

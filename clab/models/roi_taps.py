@@ -100,7 +100,7 @@ def roi_align_like_kernel(points: Tensor, index: Tensor, weight: Tensor, block: 
             row per output point (samples in the kernel's order, four corners each).
         block: points computed at once, so that their rows stay in cache (at 608x1008 with 300 RoIs and
             512 channels: 0.072 s with 512, 0.079 s with 256, 0.084 s with 1,024 and 0.18 s with
-            16,384, against 0.39 s for the kernel; benchmarks/README.md).
+            16,384, against 0.39 s for the kernel).
 
     Returns:
         Tensor[P, C], the RoIAlign output of each point.
@@ -119,6 +119,27 @@ def roi_align_like_kernel(points: Tensor, index: Tensor, weight: Tensor, block: 
             total.add_(val)
         out[p0:p1] = total.div_(float(max(samples, 1)))
     return out
+
+
+def roi_align_from_points(points: Tensor, rois: Tensor, height: int, width: int,
+                          output_size: tuple[int, int], spatial_scale: float, sampling_ratio: int,
+                          aligned: bool) -> Tensor:
+    """mmcv's average-pooling RoIAlign of one map, from its position-major points
+    (:func:`roi_align_taps` summed by :func:`roi_align_like_kernel`).
+
+    Args:
+        points: Tensor[h*w, C], the map position-major.
+        rois, height, width, output_size, spatial_scale, sampling_ratio, aligned: as
+            :func:`roi_align_taps` (every RoI on this map).
+
+    Returns:
+        Tensor[n, C, ph, pw], of the dtype of ``points``.
+    """
+    index, weight = roi_align_taps(rois, height, width, output_size, spatial_scale, sampling_ratio,
+                                   aligned, average=False)
+    out = roi_align_like_kernel(points, index.view(-1, index.size(-1)),
+                                weight.view(-1, weight.size(-1)).to(points.dtype))
+    return out.view(rois.size(0), *output_size, -1).permute(0, 3, 1, 2).contiguous()
 
 
 def _axis_taps(coords: Tensor, size: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -57,7 +57,7 @@ from torch import Tensor
 from torch.profiler import record_function
 
 from .reference_cache import ReferenceMaps
-from .roi_taps import roi_align_like_kernel, roi_align_taps
+from .roi_taps import roi_align_from_points, roi_align_taps
 
 
 #: similarity entries per block on a CPU by default (float32: 128 MiB): see default_chunk_elements
@@ -260,13 +260,9 @@ class TemporalRoIAlign(SingleRoIExtractor):
                                                       int(layer.sampling_ratio), bool(layer.aligned),
                                                       feat.dtype):
             return self(feats, rois)
-        index, weight = roi_align_taps(rois, key_maps.height, key_maps.width, tuple(layer.output_size),
-                                       float(layer.spatial_scale), int(layer.sampling_ratio),
-                                       bool(layer.aligned), average=False)
-        out_h, out_w = layer.output_size
-        points = roi_align_like_kernel(key_maps.points[0], index.view(-1, index.size(-1)),
-                                       weight.view(-1, weight.size(-1)).to(feat.dtype))
-        return points.view(rois.size(0), out_h, out_w, -1).permute(0, 3, 1, 2).contiguous()
+        return roi_align_from_points(key_maps.points[0], rois, key_maps.height, key_maps.width,
+                                     tuple(layer.output_size), float(layer.spatial_scale),
+                                     int(layer.sampling_ratio), bool(layer.aligned))
 
     def aggregate_clips(self, roi_feats: Tensor, roi_clip_inds: Tensor,
                         clip_maps: Sequence[Sequence[ReferenceMaps]]) -> Tensor:
@@ -709,11 +705,8 @@ def _kernel_order_reproduced(output_size: tuple[int, int], spatial_scale: float,
     boxes[0] = torch.cat([size.new_zeros(2), size])  # the whole map
     rois = torch.cat([boxes.new_zeros(24, 1), boxes], dim=1)
     expected = RoIAlign(output_size, spatial_scale, sampling_ratio, aligned=aligned)(feat, rois)
-    index, weight = roi_align_taps(rois, height, width, output_size, spatial_scale, sampling_ratio,
-                                   aligned, average=False)
-    points = roi_align_like_kernel(feat[0].flatten(1).t().contiguous(), index.view(-1, index.size(-1)),
-                                   weight.view(-1, weight.size(-1)).to(dtype))
-    got = points.view(24, *output_size, -1).permute(0, 3, 1, 2)
+    got = roi_align_from_points(feat[0].flatten(1).t().contiguous(), rois, height, width, output_size,
+                                spatial_scale, sampling_ratio, aligned)
     return bool(torch.equal(got, expected))
 
 
