@@ -49,6 +49,10 @@ def main(argv=None) -> int:
     p.add_argument("--chunk", type=int, default=0, help="similarity_chunk_elements of this tree (0: default)")
     p.add_argument("--cpu-block", type=int, default=0,
                    help="CPU_POSITION_BLOCK_ELEMENTS of this tree's position-first search (0: default)")
+    p.add_argument("--cpu-tile", type=int, default=None,
+                   help="CPU_TABLE_TILE of this tree's position-first search (0: whole-width blocks)")
+    p.add_argument("--cpu-tile-elements", type=int, default=0,
+                   help="CPU_TILE_ELEMENTS of this tree's position-first search (0: default)")
     args = p.parse_args(argv)
 
     import torch
@@ -62,6 +66,10 @@ def main(argv=None) -> int:
 
     if args.cpu_block:
         temporal_roi_align.CPU_POSITION_BLOCK_ELEMENTS = args.cpu_block
+    if args.cpu_tile is not None:
+        temporal_roi_align.CPU_TABLE_TILE = args.cpu_tile
+    if args.cpu_tile_elements:
+        temporal_roi_align.CPU_TILE_ELEMENTS = args.cpu_tile_elements
 
     if args.threads:
         torch.set_num_threads(args.threads)

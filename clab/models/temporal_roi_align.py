@@ -70,9 +70,8 @@ CPU_POSITION_BLOCK_ELEMENTS = 2**22
 #: top-k groups) and runs the 16-tap bags of up to CPU_TILE_ELEMENTS // CPU_TABLE_TILE points on one tile
 #: at a time, so that the tile (U x 128 = 1.2 MB at 608x1008) stays in a core's cache while every point
 #: reads 16 of its rows; the top-k groups' similarities are then summed again from their 64-column rows.
-#: On one 608x1008 map (14,700 points, 2,394 x 2,432 table): 0.064 to 0.067 s against 0.086 to 0.115 s
-#: for whole-width blocks, the same values and positions bitwise (benchmarks/README.md). 0: whole-width
-#: blocks, as on other devices
+#: The TRoI part of a 608x1008 frame took 2.08 s against 2.27 s with whole-width blocks, the same values
+#: and positions bitwise (benchmarks/README.md). 0: whole-width blocks, as on other devices
 CPU_TABLE_TILE = 128
 CPU_TILE_ELEMENTS = 2**21
 #: near ties of the position-first search: a pair whose last kept similarity is within
@@ -397,7 +396,9 @@ class TemporalRoIAlign(SingleRoIExtractor):
         the U key positions the RoIs touch with each map (U x C by C x h*w; at 600x1000 with 300 RoIs
         U <= 2,394 instead of 14,700 RoI points), then a 16-tap ``embedding_bag`` of its rows per
         point, one grouped top-k per map (:func:`_topk_by_groups`), and the division by
-        ``||R_p|| + epsilon`` on the top values only (it does not change their order). Maps are taken a
+        ``||R_p|| + epsilon`` on the top values only (it does not change their order). On a CPU each
+        map's table is built and read in column tiles (:meth:`_search_map_by_tiles`,
+        ``CPU_TABLE_TILE``); elsewhere, or with ``CPU_TABLE_TILE = 0``, maps are taken a
         block at a time (as many whole maps as fit the bound, at least one: at 608x1008 one map's table,
         2,394 x 2,432, is larger than the CPU bound) and points a block at a time so that a similarity
         block stays within the bound (on a CPU ``CPU_POSITION_BLOCK_ELEMENTS``, measured; see
