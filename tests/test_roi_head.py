@@ -644,11 +644,27 @@ def _assert_keeps_the_direct_top(extractor, roi_feats, maps, rows):
 
 @pytest.fixture(params=['tiles', 'blocks'])
 def search_layout(request, monkeypatch):
-    """The position-first search with its CPU table tiles (the default) and with whole-width blocks (as
-    on other devices)."""
+    """The position-first search with its CPU table tiles (the default; the test must have used them)
+    and with whole-width blocks (as on other devices)."""
+    tra = temporal_roi_align
     if request.param == 'blocks':
-        monkeypatch.setattr(temporal_roi_align, 'CPU_TABLE_TILE', 0)
-    return request.param
+        monkeypatch.setattr(tra, 'CPU_TABLE_TILE', 0)
+        yield request.param
+        return
+    if not tra._bags_are_elementwise('cpu', torch.float32, tra.CPU_TABLE_TILE):
+        pytest.skip("this build's embedding_bag does not sum columns independently: the search keeps "
+                    "whole-width blocks")
+    calls = []
+    search = tra.TemporalRoIAlign._search_map_by_tiles
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return search(*args, **kwargs)
+
+    monkeypatch.setattr(tra.TemporalRoIAlign, '_search_map_by_tiles', staticmethod(counted))
+    yield request.param
+    assert calls, 'the tiled search was not used'
+
 
 
 def test_position_first_search_equals_the_direct_search_at_608x1008_map_size(search_layout):
@@ -707,30 +723,39 @@ def test_grouped_topk_equals_topk(gen):
         temporal_roi_align._topk_by_groups(torch.rand(2, group + 1), 2)
 
 
-def test_tiled_search_equals_whole_width_blocks_bitwise(gen, monkeypatch):
-    """The CPU's tiled table (pass 1: group maxima per tile; pass 2: the chosen groups summed again) keeps
-    the values and positions of whole-width blocks bit for bit, also with a last tile that is partly pad
-    columns (38x63 = 2,394 positions: 19 tiles of 128, the last with 94 real columns) and with tiles of
-    one group, on float32 and float64."""
-    extractor, roi_feats, cache, key_maps, rois = _position_first_case(gen, 38, 63, 16, 12, 3)
-    for dtype in (torch.float32, torch.float64):
-        feats = roi_feats.to(dtype)
-        stacks = [temporal_roi_align._maps_as(m, dtype) for m in (cache, key_maps)]
-        key = temporal_roi_align._maps_as(key_maps, dtype)
-        results = {}
-        with torch.no_grad():
-            taps = extractor._roi_taps(rois, key, dtype)
-            for tile in (0, 128, temporal_roi_align.TOPK_GROUP):
-                monkeypatch.setattr(temporal_roi_align, 'CPU_TABLE_TILE', tile)
-                results[tile] = (extractor._search_by_positions(feats, taps, key, stacks),
-                                 extractor.last_search['near_ties'])
-        (blocks, near), others = results[0], [results[128], results[temporal_roi_align.TOPK_GROUP]]
-        # (float32's rounding unit makes near ties of these crowded similarities; float64's does not)
-        assert near > 0 or dtype == torch.float64
-        for found, near_tiles in others:
-            assert near_tiles == near
-            for (values, rows), (ref_values, ref_rows) in zip(found, blocks):
-                assert torch.equal(values, ref_values) and torch.equal(rows, ref_rows)
+def test_top_of_table_tiles_is_the_grouped_topk_of_the_whole_table(gen):
+    """Pass 1 (group maxima a tile at a time) and pass 2 (the chosen groups summed again) give bit for
+    bit the grouped top-k of the bags over the tiles laid side by side: on 38x63 maps (2,394 positions:
+    19 tiles of 128, the last with 90 real columns and pad columns), on a 1x2 map (one partial tile), with
+    tiles of 64 and 128 columns, kept = 3 and kept = 70 (more than the 38 groups), points whose tap
+    weights are all zero among them, float32 and float64."""
+    tra = temporal_roi_align
+    for (map_h, map_w), dtype, tile in [((38, 63), torch.float32, 128), ((38, 63), torch.float64, 128),
+                                        ((38, 63), torch.float32, tra.TOPK_GROUP), ((1, 2), torch.float32, 128)]:
+        assert tra._bags_are_elementwise('cpu', dtype, tile)
+        units, channels, points = 300, 16, 500
+        positions = map_h * map_w
+        key_rows = torch.rand(units, channels, generator=gen, dtype=dtype)
+        normed = torch.rand(channels, positions, generator=gen, dtype=dtype)
+        local = torch.randint(0, units, (points, 16), generator=gen)
+        weight = torch.rand(points, 16, generator=gen, dtype=dtype)
+        weight[:7] = 0
+        table = tra._table_tiles(key_rows, normed, tile)
+        assert table.shape == (-(-positions // tile), units, tile)
+        whole = table.permute(1, 0, 2).reshape(units, -1)
+        # the tiles' real columns are the products of the key rows with the map's positions
+        torch.testing.assert_close(whole[:, :positions], key_rows.mm(normed))
+        assert bool((whole[:, positions:] == torch.finfo(dtype).min / 4).all())
+        sims = F.embedding_bag(local, whole, per_sample_weights=weight, mode='sum')
+        for kept in (3, 70):
+            kept = min(kept, positions)
+            values, index = tra._top_of_tiles(table, local, weight, kept)
+            expected, _ = tra._topk_by_groups(sims.view(points, 1, -1), kept)
+            assert torch.equal(values, expected.view(points, kept))
+            assert torch.equal(sims.gather(1, index), values)
+            assert bool((index.sort(dim=1).values.diff(dim=1) > 0).all())
+    with pytest.raises(ValueError, match='multiple of'):
+        tra._table_tiles(key_rows, normed, 100)
 
 
 def test_position_first_search_outside_the_map_and_pad_columns(gen, search_layout):

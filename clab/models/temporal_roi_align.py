@@ -70,8 +70,10 @@ CPU_POSITION_BLOCK_ELEMENTS = 2**22
 #: top-k groups) and runs the 16-tap bags of up to CPU_TILE_ELEMENTS // CPU_TABLE_TILE points on one tile
 #: at a time, so that the tile (U x 128 = 1.2 MB at 608x1008) stays in a core's cache while every point
 #: reads 16 of its rows; the top-k groups' similarities are then summed again from their 64-column rows.
-#: The TRoI part of a 608x1008 frame took 2.08 s against 2.27 s with whole-width blocks, the same values
-#: and positions bitwise (benchmarks/README.md). 0: whole-width blocks, as on other devices
+#: The TRoI part of a 608x1008 frame took 2.08 s against 2.27 s with whole-width blocks, with bitwise the
+#: same outputs on that frame (benchmarks/README.md; a tile's product may round differently from one
+#: whole-width product, within what the near-tie search covers). 0: whole-width blocks, as on other
+#: devices
 CPU_TABLE_TILE = 128
 CPU_TILE_ELEMENTS = 2**21
 #: near ties of the position-first search: a pair whose last kept similarity is within
@@ -496,13 +498,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
     def _search_map_by_tiles(key_rows: Tensor, normed: Tensor, local: Tensor, weight: Tensor, kept: int,
                              tile: int) -> tuple[Tensor, Tensor]:
         """The position-first search of all points against one map, its table built and read a column
-        tile at a time (see ``CPU_TABLE_TILE``).
-
-        Pass 1 sums each point's 16-tap bag over one tile at a time and keeps only the maxima of its
-        groups of ``TOPK_GROUP`` columns; pass 2 sums the bags again over the ``kept`` groups with the
-        largest maxima (64-column rows of the same tiles) and takes the top ``kept`` among them. The
-        bags sum each column on its own (checked by :func:`_bags_are_elementwise`), so pass 2's values
-        are pass 1's, and the result is :func:`_topk_by_groups` of the whole-width similarities.
+        tile at a time (see ``CPU_TABLE_TILE``): :func:`_table_tiles`, then :func:`_top_of_tiles`.
 
         Args:
             key_rows: Tensor[U, C], the key positions the points' taps touch.
@@ -515,43 +511,9 @@ class TemporalRoIAlign(SingleRoIExtractor):
             values (unscaled: ``sum_t w_t <F_key[q_t], F_hat[r]>``) and positions, Tensor[n*49, kept]
             each; a position >= P is a pad column (kept only where every similarity ties with the pads).
         """
-        units, positions = key_rows.size(0), normed.size(1)
-        points = local.size(0)
-        tiles = -(-positions // tile)
-        per_tile = tile // TOPK_GROUP
-        groups = tiles * per_tile
         with record_function('troi.similarity'):
-            table = key_rows.new_empty(tiles, units, tile)  # column c of the map: tile c // tile
-            for t in range(tiles):
-                c0, c1 = t * tile, min(positions, (t + 1) * tile)
-                if c1 - c0 == tile:
-                    torch.mm(key_rows, normed[:, c0:c1], out=table[t])
-                else:
-                    table[t, :, :c1 - c0] = key_rows.mm(normed[:, c0:c1])
-                    # pad columns: as in the whole-width search, a very negative similarity
-                    table[t, :, c1 - c0:] = torch.finfo(table.dtype).min / 4
-            maxima = key_rows.new_empty(points, groups)
-            chunk = max(1, CPU_TILE_ELEMENTS // tile)
-            for t in range(tiles):
-                for p0 in range(0, points, chunk):
-                    p1 = min(points, p0 + chunk)
-                    sim = F.embedding_bag(local[p0:p1], table[t], per_sample_weights=weight[p0:p1],
-                                          mode='sum')  # (p, tile)
-                    torch.amax(sim.view(p1 - p0, per_tile, TOPK_GROUP), dim=2,
-                               out=maxima[p0:p1, t * per_tile:(t + 1) * per_tile])
-        with record_function('troi.topk'):
-            chosen = min(kept, groups)
-            best = maxima.topk(chosen, dim=1).indices  # (n*49, chosen) groups
-            # group g of key row u is row ((g // per_tile) * U + u) * per_tile + g % per_tile of the
-            # table seen as 64-column rows
-            first = (best // per_tile) * (units * per_tile) + best % per_tile
-            bags = (first[:, :, None] + local[:, None, :] * per_tile).view(-1, local.size(1))
-            members = F.embedding_bag(bags, table.view(-1, TOPK_GROUP),
-                                      per_sample_weights=weight.repeat_interleave(chosen, dim=0),
-                                      mode='sum').view(points, chosen * TOPK_GROUP)
-            values, j = members.topk(kept, dim=1)
-            index = best.gather(1, torch.div(j, TOPK_GROUP, rounding_mode='floor')) * TOPK_GROUP
-            return values, index.add_(j % TOPK_GROUP)
+            table = _table_tiles(key_rows, normed, tile)
+        return _top_of_tiles(table, local, weight, kept)
 
     def _rounding_unit(self, roi_feats: Tensor, index: Tensor, weight: Tensor,
                        key_maps: ReferenceMaps) -> tuple[Tensor, Tensor]:
@@ -793,6 +755,76 @@ def _kernel_order_reproduced(output_size: tuple[int, int], spatial_scale: float,
     got = roi_align_from_points(feat[0].flatten(1).t().contiguous(), rois, height, width, output_size,
                                 spatial_scale, sampling_ratio, aligned)
     return bool(torch.equal(got, expected))
+
+
+def _table_tiles(key_rows: Tensor, normed: Tensor, tile: int) -> Tensor:
+    """The position-first table of one map in column tiles: Tensor[n_tiles, U, tile], entry (t, u, c) =
+    ``<key_rows[u], normed[:, t * tile + c]>``; the columns past the map's P positions (the last tile's
+    pad columns) hold a very negative value, as in the whole-width search. Each tile is its own matrix
+    product, so its entries may round differently from one product over all columns (at the product's
+    own rounding, which the near-tie search covers)."""
+    if tile <= 0 or tile % TOPK_GROUP:
+        raise ValueError(f'CPU_TABLE_TILE must be a positive multiple of {TOPK_GROUP}, got {tile}')
+    units, positions = key_rows.size(0), normed.size(1)
+    tiles = -(-positions // tile)
+    table = key_rows.new_empty(tiles, units, tile)
+    for t in range(tiles):
+        c0, c1 = t * tile, min(positions, (t + 1) * tile)
+        if c1 - c0 == tile:
+            torch.mm(key_rows, normed[:, c0:c1], out=table[t])
+        else:
+            table[t, :, :c1 - c0] = key_rows.mm(normed[:, c0:c1])
+            table[t, :, c1 - c0:] = torch.finfo(table.dtype).min / 4
+    return table
+
+
+def _top_of_tiles(table: Tensor, local: Tensor, weight: Tensor, kept: int) -> tuple[Tensor, Tensor]:
+    """:func:`_topk_by_groups` of the points' 16-tap bags over a tiled table, without the whole-width
+    similarities.
+
+    Pass 1 sums each point's bag over one tile at a time (the tile stays in cache while every point
+    reads its rows) and keeps only the maxima of its groups of ``TOPK_GROUP`` columns; pass 2 sums the
+    bags again over the ``kept`` groups with the largest maxima (64-column rows of the same tiles) and
+    takes the top ``kept`` among them. The bags sum each column on its own (checked by
+    :func:`_bags_are_elementwise`), so pass 2's values are pass 1's, and the values and positions are
+    those of the grouped top-k of the tiles laid side by side.
+
+    Args:
+        table: Tensor[n_tiles, U, tile], :func:`_table_tiles`.
+        local, weight: Tensor[n*49, T], the points' taps as rows of the table and their weights.
+        kept: how many to keep, at most the number of columns.
+
+    Returns:
+        values and column indices, Tensor[n*49, kept] each. Pass 2 holds (n*49) x kept x 64 values and
+        x T indices at once (11 MB and 5.6 MB at 608x1008 with kept = 3, T = 16).
+    """
+    tiles, units, tile = table.shape
+    points = local.size(0)
+    per_tile = tile // TOPK_GROUP
+    groups = tiles * per_tile
+    with record_function('troi.similarity'):
+        maxima = table.new_empty(points, groups)
+        chunk = max(1, CPU_TILE_ELEMENTS // tile)
+        for t in range(tiles):
+            for p0 in range(0, points, chunk):
+                p1 = min(points, p0 + chunk)
+                sim = F.embedding_bag(local[p0:p1], table[t], per_sample_weights=weight[p0:p1],
+                                      mode='sum')  # (p, tile)
+                torch.amax(sim.view(p1 - p0, per_tile, TOPK_GROUP), dim=2,
+                           out=maxima[p0:p1, t * per_tile:(t + 1) * per_tile])
+    with record_function('troi.topk'):
+        chosen = min(kept, groups)
+        best = maxima.topk(chosen, dim=1).indices  # (n*49, chosen) groups
+        # group g of key row u is row ((g // per_tile) * U + u) * per_tile + g % per_tile of the table
+        # seen as 64-column rows
+        first = (best // per_tile) * (units * per_tile) + best % per_tile
+        bags = (first[:, :, None] + local[:, None, :] * per_tile).view(-1, local.size(1))
+        members = F.embedding_bag(bags, table.view(-1, TOPK_GROUP),
+                                  per_sample_weights=weight.repeat_interleave(chosen, dim=0),
+                                  mode='sum').view(points, chosen * TOPK_GROUP)
+        values, j = members.topk(kept, dim=1)
+        index = best.gather(1, torch.div(j, TOPK_GROUP, rounding_mode='floor')) * TOPK_GROUP
+        return values, index.add_(j % TOPK_GROUP)
 
 
 @functools.lru_cache(maxsize=8)
