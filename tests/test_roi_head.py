@@ -620,12 +620,6 @@ def _position_first_case(gen, map_h, map_w, channels, num_rois, num_refs, layer=
     return extractor, roi_feats, cache, key_maps, rois
 
 
-def _direct_search(extractor, roi_feats, maps):
-    """The published most-similar search of every RoI point against a stack: top values and positions,
-    Tensor[K, n*49, top] each."""
-    return _direct_similarities(extractor, roi_feats, maps).topk(extractor.num_most_similar_points, dim=2)
-
-
 def _direct_similarities(extractor, roi_feats, maps):
     """The published search's cosine similarities of every RoI point with every position of a stack,
     Tensor[K, n*49, h*w]."""
@@ -634,11 +628,11 @@ def _direct_similarities(extractor, roi_feats, maps):
     return torch.matmul(key_hat, maps.normed)
 
 
-def _assert_keeps_the_direct_top(extractor, roi_feats, maps, rows):
-    """The kept positions ``rows`` (Tensor[K, n*49, top]) hold the direct search's top values: its own
-    positions, or others with exactly equal direct similarities (at an exact tie either is the top)."""
-    sim = _direct_similarities(extractor, roi_feats, maps)
-    top = sim.topk(extractor.num_most_similar_points, dim=2).values
+def _assert_keeps_the_direct_top(sim, rows):
+    """The kept positions ``rows`` (Tensor[K, n*49, top]) hold the direct search's top values (of its
+    similarities ``sim``, :func:`_direct_similarities`): its own positions, or others with exactly equal
+    direct similarities (at an exact tie either is the top)."""
+    top = sim.topk(rows.size(2), dim=2).values
     assert torch.equal(sim.gather(2, rows).sort(dim=2).values, top.sort(dim=2).values)
 
 
@@ -655,13 +649,13 @@ def search_layout(request, monkeypatch):
         pytest.skip("this build's embedding_bag does not sum columns independently: the search keeps "
                     "whole-width blocks")
     calls = []
-    search = tra.TemporalRoIAlign._search_map_by_tiles
+    search = tra.TemporalRoIAlign._search_stack_by_tiles
 
     def counted(*args, **kwargs):
         calls.append(1)
         return search(*args, **kwargs)
 
-    monkeypatch.setattr(tra.TemporalRoIAlign, '_search_map_by_tiles', staticmethod(counted))
+    monkeypatch.setattr(tra.TemporalRoIAlign, '_search_stack_by_tiles', counted)
     yield request.param
     assert calls, 'the tiled search was not used'
 
@@ -678,20 +672,19 @@ def test_position_first_search_equals_the_direct_search_at_608x1008_map_size(sea
     extractor, roi_feats, cache, key_maps, rois = _position_first_case(torch.Generator().manual_seed(0),
                                                                        38, 63, 16, 40, 14)
     stacks = [cache, key_maps]
-    with torch.no_grad():
-        k = extractor.num_most_similar_points
-        for maps in stacks:
-            top = _direct_similarities(extractor, roi_feats, maps).topk(k + 1, dim=2).values
-            assert bool((top[..., k - 1] > top[..., k]).all())
+    k = extractor.num_most_similar_points
     with torch.no_grad():
         taps = extractor._roi_taps(rois, key_maps, torch.float32)
         found = extractor._search_by_positions(roi_feats, taps, key_maps, stacks)
         for maps, (values, rows) in zip(stacks, found):
-            direct_values, _ = _direct_search(extractor, roi_feats, maps)
+            sim = _direct_similarities(extractor, roi_feats, maps)
+            direct_values = sim.topk(k + 1, dim=2).values
+            assert bool((direct_values[..., k - 1] > direct_values[..., k]).all())
             # the kept positions are the direct search's (or hold exactly its values, at exact ties;
             # their order may differ where the two values are equal)
-            _assert_keeps_the_direct_top(extractor, roi_feats, maps, rows)
-            torch.testing.assert_close(values, direct_values, rtol=0, atol=1e-6)
+            _assert_keeps_the_direct_top(sim, rows)
+            torch.testing.assert_close(values, direct_values[..., :k], rtol=0, atol=1e-6)
+            del sim
         counts = extractor.last_search
         assert counts['pairs'] == 40 * 49 * 15 and 0 < counts['near_ties'] < counts['pairs']
         # the whole aggregation (position-first search, key embed from taps) against the direct one
@@ -783,9 +776,10 @@ def test_position_first_search_outside_the_map_and_pad_columns(gen, search_layou
             found = extractor._search_by_positions(roi_feats, taps, key_maps, stacks)
             for maps, (values, rows) in zip(stacks, found):
                 assert int(rows.max()) < positions
-                direct_values, _ = _direct_search(extractor, roi_feats, maps)
+                sim = _direct_similarities(extractor, roi_feats, maps)
+                direct_values = sim.topk(extractor.num_most_similar_points, dim=2).values
                 torch.testing.assert_close(values, direct_values, rtol=0, atol=1e-6)
-                _assert_keeps_the_direct_top(extractor, roi_feats, maps, rows)
+                _assert_keeps_the_direct_top(sim, rows)
                 assert torch.equal(values[:, -49:], torch.zeros_like(values[:, -49:]))
             assert float(found[0][0][:, :-49].max()) < 0
             # at least the outside RoI's points of all three maps were searched again: their zero

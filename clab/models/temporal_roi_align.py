@@ -399,9 +399,9 @@ class TemporalRoIAlign(SingleRoIExtractor):
         U <= 2,394 instead of 14,700 RoI points), then a 16-tap ``embedding_bag`` of its rows per
         point, one grouped top-k per map (:func:`_topk_by_groups`), and the division by
         ``||R_p|| + epsilon`` on the top values only (it does not change their order). On a CPU each
-        map's table is built and read in column tiles (:meth:`_search_map_by_tiles`,
+        map's table is built and read in column tiles (:meth:`_search_stack_by_tiles`,
         ``CPU_TABLE_TILE``); elsewhere, or with ``CPU_TABLE_TILE = 0``, maps are taken a
-        block at a time (as many whole maps as fit the bound, at least one: at 608x1008 one map's table,
+        block at a time (:meth:`_search_stack_by_blocks`: as many whole maps as fit the bound, at least one: at 608x1008 one map's table,
         2,394 x 2,432, is larger than the CPU bound) and points a block at a time so that a similarity
         block stays within the bound (on a CPU ``CPU_POSITION_BLOCK_ELEMENTS``, measured; see
         benchmarks/README.md). Pairs whose last kept value is within rounding of the next one are
@@ -428,92 +428,108 @@ class TemporalRoIAlign(SingleRoIExtractor):
             inv_norm, unit = self._rounding_unit(roi_feats, index, weight, key_maps)
             factor = NEAR_TIE_FACTOR if device.type == 'cpu' else UNMEASURED_NEAR_TIE_FACTOR
             tol = factor * unit
-        bound = self.chunk_elements(device)
-        if device.type == 'cpu':
-            bound = min(bound, CPU_POSITION_BLOCK_ELEMENTS)
+        tile = CPU_TABLE_TILE if device.type == 'cpu' else 0
+        if tile and _bags_are_elementwise(device.type, dtype, tile):
+            search = functools.partial(self._search_stack_by_tiles, tile=tile)
+        else:
+            search = self._search_stack_by_blocks
         counts = dict(pairs=points * sum(m.num_maps for m in ref_maps), near_ties=0)
         found = []
         for maps in ref_maps:
-            num_maps, positions = maps.num_maps, maps.height * maps.width
-            # the table's columns per map: the positions, then pad columns up to whole top-k groups
-            width = -(-positions // TOPK_GROUP) * TOPK_GROUP
-            values = roi_feats.new_empty(num_maps, points, top)
-            rows = torch.empty(num_maps, points, top, dtype=torch.long, device=device)
-            near = torch.zeros(num_maps, points, dtype=torch.bool, device=device)
-            # one more than the top, to see whether the last one kept is a near tie
-            kept = min(top + 1, positions)
-            tile = CPU_TABLE_TILE if device.type == 'cpu' else 0
-            if tile and _bags_are_elementwise(device.type, dtype, tile):
-                for k in range(num_maps):
-                    v, i = self._search_map_by_tiles(key_rows, maps.normed[k], local, weight, kept, tile)
-                    v = v * inv_norm[:, None]
-                    values[k] = v[:, :top]
-                    rows[k] = i[:, :top]
-                    again = (i >= positions).any(dim=1)
-                    if kept > top:
-                        again |= v[:, top - 1] - v[:, top] <= tol
-                    near[k] = again
-                counts['near_ties'] += self._resolve_near_ties(roi_feats, maps, near, values, rows)
-                found.append((values, rows))
-                continue
-            maps_per_block = max(1, min(num_maps, bound // max(1, used.numel() * width)))
-            for k0 in range(0, num_maps, maps_per_block):
-                k1 = min(num_maps, k0 + maps_per_block)
-                kb = k1 - k0
-                with record_function('troi.similarity'):
-                    normed = maps.normed[k0:k1]  # (kb, C, h*w)
-                    if width > positions:
-                        normed = F.pad(normed, (0, width - positions))
-                    normed = normed.permute(1, 0, 2).reshape(channels, kb * width)
-                    table = key_rows.mm(normed).view(-1, kb, width)  # (U, kb, width)
-                    # pad columns never win: a very negative similarity (the tap weights are >= 0 and
-                    # sum to at most 1, so a point's pad value stays finite)
-                    table[:, :, positions:] = torch.finfo(dtype).min / 4
-                    table = table.view(-1, kb * width)
-                chunk = max(1, bound // table.size(1))
-                for p0 in range(0, points, chunk):
-                    p1 = min(points, p0 + chunk)
-                    with record_function('troi.similarity'):
-                        sim = F.embedding_bag(local[p0:p1], table, per_sample_weights=weight[p0:p1],
-                                              mode='sum')  # (p, kb*width)
-                    with record_function('troi.topk'):
-                        v, i = _topk_by_groups(sim.view(p1 - p0, kb, width), kept)  # (p, kb, kept)
-                        v = (v * inv_norm[p0:p1, None, None]).transpose(0, 1)  # (kb, p, kept)
-                        i = i.transpose(0, 1)
-                        values[k0:k1, p0:p1] = v[..., :top]
-                        rows[k0:k1, p0:p1] = i[..., :top]
-                        # a pad column kept (only where all of a point's tap weights, and so its
-                        # similarities, are zero) is searched again too
-                        again = (i >= positions).any(dim=2)
-                        if kept > top:
-                            again |= v[..., top - 1] - v[..., top] <= tol[p0:p1]
-                        near[k0:k1, p0:p1] = again
-                del table
+            values, rows, near = search(key_rows, maps, local, weight, inv_norm, tol, top)
             counts['near_ties'] += self._resolve_near_ties(roi_feats, maps, near, values, rows)
             found.append((values, rows))
         self.last_search = counts
         return found
 
     @staticmethod
-    def _search_map_by_tiles(key_rows: Tensor, normed: Tensor, local: Tensor, weight: Tensor, kept: int,
-                             tile: int) -> tuple[Tensor, Tensor]:
-        """The position-first search of all points against one map, its table built and read a column
-        tile at a time (see ``CPU_TABLE_TILE``): :func:`_table_tiles`, then :func:`_top_of_tiles`.
+    def _kept_and_near(v: Tensor, i: Tensor, inv_norm: Tensor, tol: Tensor, top: int,
+                       positions: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The top ``top`` of a search's unscaled values and positions Tensor[..., p, kept], scaled by
+        ``inv_norm`` Tensor[p], and which pairs to search again (Tensor[..., p] bool): those that kept a
+        pad column (only where all of a point's tap weights, and so its similarities, are zero) and
+        those whose last kept value is within ``tol`` Tensor[p] of the next one."""
+        v = v * inv_norm[:, None]
+        again = (i >= positions).any(dim=-1)
+        if v.size(-1) > top:
+            again |= v[..., top - 1] - v[..., top] <= tol
+        return v[..., :top], i[..., :top], again
+
+    def _search_stack_by_tiles(self, key_rows: Tensor, maps: ReferenceMaps, local: Tensor, weight: Tensor,
+                               inv_norm: Tensor, tol: Tensor, top: int,
+                               tile: int) -> tuple[Tensor, Tensor, Tensor]:
+        """The position-first search of all points against a stack, each map's table built and read a
+        column tile at a time (see ``CPU_TABLE_TILE``): :func:`_table_tiles`, then :func:`_top_of_tiles`.
 
         Args:
             key_rows: Tensor[U, C], the key positions the points' taps touch.
-            normed: Tensor[C, P], the map's normalised positions.
+            maps: the stack searched, K maps.
             local, weight: Tensor[n*49, T], the points' taps as rows of ``key_rows`` and their weights.
-            kept: how many to keep, at most P.
+            inv_norm, tol: Tensor[n*49], ``1 / (||R_p|| + epsilon)`` and the near-tie tolerance.
+            top: how many positions to keep.
             tile: columns per tile, a multiple of ``TOPK_GROUP``.
 
         Returns:
-            values (unscaled: ``sum_t w_t <F_key[q_t], F_hat[r]>``) and positions, Tensor[n*49, kept]
-            each; a position >= P is a pad column (kept only where every similarity ties with the pads).
+            values and positions Tensor[K, n*49, top], and the pairs to search again Tensor[K, n*49].
         """
-        with record_function('troi.similarity'):
-            table = _table_tiles(key_rows, normed, tile)
-        return _top_of_tiles(table, local, weight, kept)
+        positions = maps.height * maps.width
+        # one more than the top, to see whether the last one kept is a near tie
+        kept = min(top + 1, positions)
+        points, device = local.size(0), key_rows.device
+        values = key_rows.new_empty(maps.num_maps, points, top)
+        rows = torch.empty(maps.num_maps, points, top, dtype=torch.long, device=device)
+        near = torch.empty(maps.num_maps, points, dtype=torch.bool, device=device)
+        for k in range(maps.num_maps):
+            with record_function('troi.similarity'):
+                table = _table_tiles(key_rows, maps.normed[k], tile)
+            v, i = _top_of_tiles(table, local, weight, kept)
+            values[k], rows[k], near[k] = self._kept_and_near(v, i, inv_norm, tol, top, positions)
+        return values, rows, near
+
+    def _search_stack_by_blocks(self, key_rows: Tensor, maps: ReferenceMaps, local: Tensor, weight: Tensor,
+                                inv_norm: Tensor, tol: Tensor, top: int) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`_search_stack_by_tiles` on whole-width tables: as many whole maps as fit the bound (at
+        least one) and points a block at a time, so that a similarity block stays within the bound (on
+        a CPU ``CPU_POSITION_BLOCK_ELEMENTS``); the grouped top-k on each block."""
+        channels, points = key_rows.size(1), local.size(0)
+        device, dtype = key_rows.device, key_rows.dtype
+        num_maps, positions = maps.num_maps, maps.height * maps.width
+        bound = self.chunk_elements(device)
+        if device.type == 'cpu':
+            bound = min(bound, CPU_POSITION_BLOCK_ELEMENTS)
+        # the table's columns per map: the positions, then pad columns up to whole top-k groups
+        width = -(-positions // TOPK_GROUP) * TOPK_GROUP
+        values = key_rows.new_empty(num_maps, points, top)
+        rows = torch.empty(num_maps, points, top, dtype=torch.long, device=device)
+        near = torch.zeros(num_maps, points, dtype=torch.bool, device=device)
+        # one more than the top, to see whether the last one kept is a near tie
+        kept = min(top + 1, positions)
+        maps_per_block = max(1, min(num_maps, bound // max(1, key_rows.size(0) * width)))
+        for k0 in range(0, num_maps, maps_per_block):
+            k1 = min(num_maps, k0 + maps_per_block)
+            kb = k1 - k0
+            with record_function('troi.similarity'):
+                normed = maps.normed[k0:k1]  # (kb, C, h*w)
+                if width > positions:
+                    normed = F.pad(normed, (0, width - positions))
+                normed = normed.permute(1, 0, 2).reshape(channels, kb * width)
+                table = key_rows.mm(normed).view(-1, kb, width)  # (U, kb, width)
+                # pad columns never win: a very negative similarity (the tap weights are >= 0 and
+                # sum to at most 1, so a point's pad value stays finite)
+                table[:, :, positions:] = torch.finfo(dtype).min / 4
+                table = table.view(-1, kb * width)
+            chunk = max(1, bound // table.size(1))
+            for p0 in range(0, points, chunk):
+                p1 = min(points, p0 + chunk)
+                with record_function('troi.similarity'):
+                    sim = F.embedding_bag(local[p0:p1], table, per_sample_weights=weight[p0:p1],
+                                          mode='sum')  # (p, kb*width)
+                with record_function('troi.topk'):
+                    v, i = _topk_by_groups(sim.view(p1 - p0, kb, width), kept)  # (p, kb, kept)
+                    values[k0:k1, p0:p1], rows[k0:k1, p0:p1], near[k0:k1, p0:p1] = self._kept_and_near(
+                        v.transpose(0, 1), i.transpose(0, 1), inv_norm[p0:p1], tol[p0:p1], top, positions)
+            del table
+        return values, rows, near
 
     def _rounding_unit(self, roi_feats: Tensor, index: Tensor, weight: Tensor,
                        key_maps: ReferenceMaps) -> tuple[Tensor, Tensor]:
@@ -832,7 +848,7 @@ def _bags_are_elementwise(device_type: str, dtype: torch.dtype, tile: int) -> bo
     """Whether ``F.embedding_bag`` (sum, per-sample weights) gives each column the same bits whatever
     the table's width: bags over ``tile``-column and ``TOPK_GROUP``-column slices of a random 40-row
     table against the same columns of bags over the whole table (16-tap bags). The tiled search
-    (:meth:`TemporalRoIAlign._search_map_by_tiles`) relies on it; without it the search keeps
+    (:meth:`TemporalRoIAlign._search_stack_by_tiles`) relies on it; without it the search keeps
     whole-width blocks."""
     gen = torch.Generator().manual_seed(0)
     width = 3 * tile
