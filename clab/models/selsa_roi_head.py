@@ -31,6 +31,7 @@ from mmdet.models.builder import MODELS
 from mmdet.models.roi_heads import StandardRoIHead
 from torch import Tensor
 
+from .nms import multiclass_nms
 from .reference_cache import ReferenceCache
 from .selsa_bbox_head import SelsaBBoxHead
 from .temporal_roi_align import TemporalRoIAlign
@@ -267,9 +268,13 @@ class SelsaRoIHead(StandardRoIHead):
                                  'ref_proposal_list must be None (the cache holds the references)')
             cls_score, bbox_pred = self._bbox_forward_cached(x, rois, ref_cache)
 
-        det_bboxes, det_labels = self.bbox_head.get_bboxes(
+        # decoded boxes and class scores (mmdet's get_bboxes without its NMS), then mmdet's multiclass NMS
+        # that stops at max_per_img (clab.models.nms: the same detections)
+        bboxes, scores = self.bbox_head.get_bboxes(
             rois, cls_score, bbox_pred, img_metas[0]['img_shape'], img_metas[0]['scale_factor'],
-            rescale=rescale, cfg=self.test_cfg)
+            rescale=rescale, cfg=None)
+        cfg = self.test_cfg
+        det_bboxes, det_labels = multiclass_nms(bboxes, scores, cfg.score_thr, cfg.nms, cfg.max_per_img)
         return bbox2result(det_bboxes, det_labels, num_classes)
 
     def _bbox_forward_cached(self, x: Sequence[Tensor], rois: Tensor,

@@ -22,7 +22,8 @@ model = dict(
             out_channels=512,
             kernel_size=3),
         rpn_head=dict(
-            type='RPNHead',
+            # mmdet's RPNHead, its test-time NMS stopping at max_per_img (the same proposals)
+            type='PrefixNMSRPNHead',
             in_channels=512,
             feat_channels=512,
             anchor_generator=dict(
