@@ -41,7 +41,7 @@ STAGES = [
     ("TRoI aggregation", "detector.roi_head.bbox_roi_extractor.aggregate"),
     ("key frame reference encodings", "detector.roi_head.bbox_head.encode_references"),
     ("SELSA box head", "detector.roi_head.bbox_head.forward_encoded"),
-    ("get_bboxes (decode + NMS)", "detector.roi_head.bbox_head.get_bboxes"),
+    ("decode + NMS", "detector.roi_head.detections"),
 ]
 TROI_RANGES = ["troi.similarity", "troi.topk", "troi.near_ties", "troi.gather", "troi.embed", "troi.attention"]
 

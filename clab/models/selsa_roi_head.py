@@ -268,14 +268,27 @@ class SelsaRoIHead(StandardRoIHead):
                                  'ref_proposal_list must be None (the cache holds the references)')
             cls_score, bbox_pred = self._bbox_forward_cached(x, rois, ref_cache)
 
-        # decoded boxes and class scores (mmdet's get_bboxes without its NMS), then mmdet's multiclass NMS
-        # that stops at max_per_img (clab.models.nms: the same detections)
-        bboxes, scores = self.bbox_head.get_bboxes(
-            rois, cls_score, bbox_pred, img_metas[0]['img_shape'], img_metas[0]['scale_factor'],
-            rescale=rescale, cfg=None)
-        cfg = self.test_cfg
-        det_bboxes, det_labels = multiclass_nms(bboxes, scores, cfg.score_thr, cfg.nms, cfg.max_per_img)
+        det_bboxes, det_labels = self.detections(rois, cls_score, bbox_pred, img_metas[0], rescale)
         return bbox2result(det_bboxes, det_labels, num_classes)
+
+    def detections(self, rois: Tensor, cls_score: Tensor, bbox_pred: Tensor, img_meta: dict,
+                   rescale: bool) -> tuple[Tensor, Tensor]:
+        """One frame's detections: the box head's decoded boxes and class scores (mmdet's ``get_bboxes``
+        without its NMS), then mmdet's multiclass NMS stopping at ``test_cfg.max_per_img``
+        (:func:`clab.models.nms.multiclass_nms`, the same detections).
+
+        Args:
+            rois: Tensor[n, 5] key RoIs; cls_score: Tensor[n, C + 1]; bbox_pred: Tensor[n, 4 * C].
+            img_meta: the frame's meta (``img_shape``, ``scale_factor``).
+            rescale: boxes in the original image's pixels instead of the network input's.
+
+        Returns:
+            det_bboxes Tensor[k, 5] (x1, y1, x2, y2, score) and det_labels Tensor[k] long, k <= max_per_img.
+        """
+        bboxes, scores = self.bbox_head.get_bboxes(rois, cls_score, bbox_pred, img_meta['img_shape'],
+                                                   img_meta['scale_factor'], rescale=rescale, cfg=None)
+        cfg = self.test_cfg
+        return multiclass_nms(bboxes, scores, cfg.score_thr, cfg.nms, cfg.max_per_img)
 
     def _bbox_forward_cached(self, x: Sequence[Tensor], rois: Tensor,
                              cache: ReferenceCache) -> tuple[Tensor, Tensor]:
