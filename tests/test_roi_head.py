@@ -18,7 +18,7 @@ from clab.models.reference_cache import ReferenceCache
 from clab.models.selsa_aggregator import SelsaAggregator
 from clab.models.selsa_bbox_head import SelsaBBoxHead
 from clab.models.selsa_roi_head import SelsaRoIHead
-from clab.models import temporal_roi_align
+from clab.models import native, temporal_roi_align
 from clab.models.temporal_roi_align import TemporalRoIAlign
 
 C, FC, NUM_CLASSES = 64, 128, 4
@@ -636,10 +636,29 @@ def _assert_keeps_the_direct_top(sim, rows):
     assert torch.equal(sim.gather(2, rows).sort(dim=2).values, top.sort(dim=2).values)
 
 
-@pytest.fixture(params=['tiles', 'blocks'])
+def _spy_native_pass_one(monkeypatch) -> list:
+    """Record, per call of the tiled search's pass 1, whether the compiled kernel ran (skips the test
+    where this machine cannot build or run it)."""
+    tra = temporal_roi_align
+    if native.tile_group_maxima() is None:
+        pytest.skip('the compiled search kernel is not available here (no AVX-512 or no compiler)')
+    used = []
+    choose = tra._pass_one_kernel
+
+    def spied(*args):
+        kernel = choose(*args)
+        used.append(kernel is not None)
+        return kernel
+
+    monkeypatch.setattr(tra, '_pass_one_kernel', spied)
+    return used
+
+
+@pytest.fixture(params=['tiles', 'tiles-torch', 'blocks'])
 def search_layout(request, monkeypatch):
-    """The position-first search with its CPU table tiles (the default; the test must have used them)
-    and with whole-width blocks (as on other devices)."""
+    """The position-first search with its CPU table tiles (the default; the test must have used them), pass
+    1 by the compiled kernel (the default where it builds) and by embedding_bag and amax, and with
+    whole-width blocks (as on other devices)."""
     tra = temporal_roi_align
     if request.param == 'blocks':
         monkeypatch.setattr(tra, 'CPU_TABLE_TILE', 0)
@@ -648,6 +667,11 @@ def search_layout(request, monkeypatch):
     if not tra._bags_are_elementwise('cpu', torch.float32, tra.CPU_TABLE_TILE):
         pytest.skip("this build's embedding_bag does not sum columns independently: the search keeps "
                     "whole-width blocks")
+    if request.param == 'tiles-torch':
+        monkeypatch.setattr(tra, 'CPU_NATIVE_SEARCH', False)
+        kernel_used = None
+    else:
+        kernel_used = _spy_native_pass_one(monkeypatch)
     calls = []
     search = tra.TemporalRoIAlign._search_stack_by_tiles
 
@@ -658,7 +682,8 @@ def search_layout(request, monkeypatch):
     monkeypatch.setattr(tra.TemporalRoIAlign, '_search_stack_by_tiles', counted)
     yield request.param
     assert calls, 'the tiled search was not used'
-
+    if kernel_used is not None:
+        assert kernel_used and all(kernel_used), 'pass 1 did not run the compiled kernel'
 
 
 def test_position_first_search_equals_the_direct_search_at_608x1008_map_size(search_layout):
@@ -716,13 +741,19 @@ def test_grouped_topk_equals_topk(gen):
         temporal_roi_align._topk_by_groups(torch.rand(2, group + 1), 2)
 
 
-def test_top_of_table_tiles_is_the_grouped_topk_of_the_whole_table(gen):
+@pytest.mark.parametrize('compiled', [True, False])
+def test_top_of_table_tiles_is_the_grouped_topk_of_the_whole_table(gen, compiled, monkeypatch):
     """Pass 1 (group maxima a tile at a time) and pass 2 (the chosen groups summed again) give bit for
     bit the grouped top-k of the bags over the tiles laid side by side: on 38x63 maps (2,394 positions:
     19 tiles of 128, the last with 90 real columns and pad columns), on a 1x2 map (one partial tile), with
     tiles of 64 and 128 columns, kept = 3 and kept = 70 (more than the 38 groups), points whose tap
-    weights are all zero among them, float32 and float64."""
+    weights are all zero among them, float32 and float64; pass 1 by the compiled kernel (float32 with
+    128-column tiles) and by embedding_bag and amax."""
     tra = temporal_roi_align
+    if compiled:
+        kernel_used = _spy_native_pass_one(monkeypatch)
+    else:
+        monkeypatch.setattr(tra, 'CPU_NATIVE_SEARCH', False)
     for (map_h, map_w), dtype, tile in [((38, 63), torch.float32, 128), ((38, 63), torch.float64, 128),
                                         ((38, 63), torch.float32, tra.TOPK_GROUP), ((1, 2), torch.float32, 128)]:
         assert tra._bags_are_elementwise('cpu', dtype, tile)
@@ -749,6 +780,10 @@ def test_top_of_table_tiles_is_the_grouped_topk_of_the_whole_table(gen):
             assert bool((index.sort(dim=1).values.diff(dim=1) > 0).all())
     with pytest.raises(ValueError, match='multiple of'):
         tra._table_tiles(key_rows, normed, 100)
+    if compiled:
+        # float32 with 128-column tiles: the kernel (2 maps x 2 kept values); float64 and 64-column tiles:
+        # torch ops
+        assert kernel_used == [True, True, False, False, False, False, True, True]
 
 
 def test_position_first_search_outside_the_map_and_pad_columns(gen, search_layout):

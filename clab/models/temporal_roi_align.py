@@ -56,6 +56,7 @@ from mmdet.models.roi_heads.roi_extractors import SingleRoIExtractor
 from torch import Tensor
 from torch.profiler import record_function
 
+from . import native
 from .reference_cache import ReferenceMaps
 from .roi_taps import roi_align_from_points, roi_align_taps
 
@@ -76,6 +77,10 @@ CPU_POSITION_BLOCK_ELEMENTS = 2**22
 #: devices
 CPU_TABLE_TILE = 128
 CPU_TILE_ELEMENTS = 2**21
+#: pass 1 of the tiled search with the compiled kernel (clab/models/csrc/tile_group_maxima.cpp: the bags
+#: of a tile stay in registers and only their group maxima are written) where it builds and reproduces
+#: embedding_bag bitwise; False: embedding_bag and amax
+CPU_NATIVE_SEARCH = True
 #: near ties of the position-first search: a pair whose last kept similarity is within
 #: NEAR_TIE_FACTOR * sqrt(C) * eps * (1 + spread) of the next one is searched again directly. On the
 #: 608x1008 benchmark frame, on a CPU, a position-first similarity and the direct one differ by at most
@@ -799,7 +804,8 @@ def _top_of_tiles(table: Tensor, local: Tensor, weight: Tensor, kept: int) -> tu
     similarities.
 
     Pass 1 sums each point's bag over one tile at a time (the tile stays in cache while every point
-    reads its rows) and keeps only the maxima of its groups of ``TOPK_GROUP`` columns; pass 2 sums the
+    reads its rows) and keeps only the maxima of its groups of ``TOPK_GROUP`` columns (with the compiled
+    kernel of :func:`_pass_one_kernel` where it applies, else ``embedding_bag`` and ``amax``); pass 2 sums the
     bags again over the ``kept`` groups with the largest maxima (64-column rows of the same tiles) and
     takes the top ``kept`` among them. The bags sum each column on its own (checked by
     :func:`_bags_are_elementwise`), so pass 2's values are pass 1's, and the values and positions are
@@ -819,15 +825,11 @@ def _top_of_tiles(table: Tensor, local: Tensor, weight: Tensor, kept: int) -> tu
     per_tile = tile // TOPK_GROUP
     groups = tiles * per_tile
     with record_function('troi.similarity'):
-        maxima = table.new_empty(points, groups)
-        chunk = max(1, CPU_TILE_ELEMENTS // tile)
-        for t in range(tiles):
-            for p0 in range(0, points, chunk):
-                p1 = min(points, p0 + chunk)
-                sim = F.embedding_bag(local[p0:p1], table[t], per_sample_weights=weight[p0:p1],
-                                      mode='sum')  # (p, tile)
-                torch.amax(sim.view(p1 - p0, per_tile, TOPK_GROUP), dim=2,
-                           out=maxima[p0:p1, t * per_tile:(t + 1) * per_tile])
+        kernel = _pass_one_kernel(table, tile)
+        if kernel is not None:
+            maxima = kernel(table, local, weight)
+        else:
+            maxima = native.tile_maxima_by_bags(table, local, weight, max(1, CPU_TILE_ELEMENTS // tile))
     with record_function('troi.topk'):
         chosen = min(kept, groups)
         best = maxima.topk(chosen, dim=1).indices  # (n*49, chosen) groups
@@ -841,6 +843,16 @@ def _top_of_tiles(table: Tensor, local: Tensor, weight: Tensor, kept: int) -> tu
         values, j = members.topk(kept, dim=1)
         index = best.gather(1, torch.div(j, TOPK_GROUP, rounding_mode='floor')) * TOPK_GROUP
         return values, index.add_(j % TOPK_GROUP)
+
+
+def _pass_one_kernel(table: Tensor, tile: int):
+    """The compiled pass 1 (:func:`clab.models.native.tile_group_maxima`) where it applies: ``CPU_NATIVE_SEARCH``
+    on, a float32 CPU table of 128-column tiles, 64-column groups, and a build where it reproduces the
+    torch ops; else None."""
+    if not (CPU_NATIVE_SEARCH and table.device.type == 'cpu' and table.dtype == torch.float32
+            and tile == native.TILE and TOPK_GROUP == native.GROUP):
+        return None
+    return native.tile_group_maxima()
 
 
 @functools.lru_cache(maxsize=8)
