@@ -1,69 +1,114 @@
-"""The compiled pass 1 of the tiled position-first search (clab/models/csrc/tile_group_maxima.cpp) against
-embedding_bag + amax, bit for bit, and its guards: the build check, bad inputs, a failed build."""
+"""The compiled one-pass top-k of the tiled position-first search (clab/models/csrc/tiled_search.cpp)
+against the torch ops it replaces, bit for bit, and its guards: the build check, bad inputs, a failed
+build."""
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from clab.models import native
 
 
 @pytest.fixture
 def kernel():
-    k = native.tile_group_maxima()
-    if k is None:
-        pytest.skip('the compiled search kernel is not available here (no AVX-512 or no compiler)')
+    """The kernel; on a CPU with AVX-512 it must build and pass its check (the kit's install needs a C++
+    compiler for mmcv anyway)."""
+    if not torch.backends.cpu.get_cpu_capability().startswith('AVX512'):
+        pytest.skip('this CPU has no AVX-512: the search runs on torch ops')
+    k = native.tiled_top()
+    assert k is not None
     return k
 
 
-def _case(gen, tiles, units, points, taps):
-    table = torch.randn(tiles, units, native.TILE, generator=gen)
+def _case(gen, tiles, units, points, taps, integers=False):
+    if integers:
+        table = torch.randint(-3, 4, (tiles, units, native.TILE), generator=gen).float()
+        weight = torch.randint(0, 3, (points, taps), generator=gen).float()
+    else:
+        table = torch.randn(tiles, units, native.TILE, generator=gen)
+        weight = torch.rand(points, taps, generator=gen)
     local = torch.randint(0, units, (points, taps), generator=gen)
-    weight = torch.rand(points, taps, generator=gen)
     weight[::13] = 0
     return table, local, weight
 
 
+def _torch_ops(table, local, weight, kept):
+    maxima = native.tile_maxima_by_bags(table, local, weight, chunk=1000)
+    return (*native.tile_top_by_ops(table, local, weight, maxima, kept),
+            native.untied_rows(table, local, weight, maxima, kept))
+
+
+def _clear_caches():
+    native._module.cache_clear()
+    native.tiled_top.cache_clear()
+
+
 @pytest.mark.parametrize('threads', [1, 2])
-def test_kernel_is_embedding_bag_and_amax_bitwise(kernel, threads):
-    """A 608x1008-sized tile stack (19 tiles of 2,394 rows), small and odd sizes, 16 and 5 taps, on one and
-    two threads."""
+def test_kernel_is_the_torch_ops_bitwise(kernel, threads):
+    """A 608x1008-sized tile stack (19 tiles of 2,394 rows), small and odd sizes, 16 and 5 taps, kept 1, 3
+    and more than one group's columns, on one and two threads: the values bit for bit, the columns where
+    the values are not tied."""
     gen = torch.Generator().manual_seed(0)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         for tiles, units, points, taps in [(19, 2394, 1500, 16), (3, 7, 65, 16), (1, 1, 1, 16), (2, 50, 33, 5)]:
             table, local, weight = _case(gen, tiles, units, points, taps)
-            got = kernel(table, local, weight)
-            assert got.shape == (points, 2 * tiles)
-            assert torch.equal(got, native.tile_maxima_by_bags(table, local, weight, chunk=1000))
+            for kept in (1, 3, 70):
+                values, columns = kernel(table, local, weight, kept)
+                want_values, want_columns, rows = _torch_ops(table, local, weight, kept)
+                assert values.shape == columns.shape == (points, kept) and columns.dtype == torch.long
+                assert torch.equal(values, want_values)
+                # (every 13th point has zero weights: all its values tie; the 1-point case has only that one)
+                assert not bool(rows[::13].any()) and (bool(rows.any()) or points == 1)
+                assert torch.equal(columns[rows], want_columns[rows])
     finally:
         torch.set_num_threads(before)
 
 
+def test_equal_values_come_in_column_order(kernel):
+    """Integer tables and weights: many equal bag values. The kept columns are those of a stable sort of all
+    the bag values (descending), and the values are topk's."""
+    table, local, weight = _case(torch.Generator().manual_seed(2), 4, 30, 400, 16, integers=True)
+    sims = F.embedding_bag(local, table.permute(1, 0, 2).reshape(30, -1), per_sample_weights=weight, mode='sum')
+    for kept in (1, 5, 130):
+        values, columns = kernel(table, local, weight, kept)
+        assert torch.equal(values, _torch_ops(table, local, weight, kept)[0])
+        assert torch.equal(columns, sims.sort(dim=1, descending=True, stable=True).indices[:, :kept])
+    zero = weight.sum(dim=1) == 0  # every value 0: the first columns
+    assert bool(zero.any()) and torch.equal(columns[zero], torch.arange(130).expand(int(zero.sum()), 130))
+
+
 def test_kernel_refuses_bad_inputs(kernel):
-    gen = torch.Generator().manual_seed(1)
-    table, local, weight = _case(gen, 2, 10, 8, 16)
-    with pytest.raises(RuntimeError, match='outside the table'):
-        kernel(table, local + 10, weight)
-    with pytest.raises(RuntimeError, match='outside the table'):
-        kernel(table, local - 11, weight)
+    table, local, weight = _case(torch.Generator().manual_seed(1), 2, 10, 8, 16)
+    for bad in (local + 10, local - 11):
+        with pytest.raises(RuntimeError, match='outside the table'):
+            kernel(table, bad, weight, 3)
     with pytest.raises(RuntimeError, match=r'Tensor\[n_tiles, U, 128\]'):
-        kernel(table[..., :64], local, weight)
+        kernel(table[..., :64], local, weight, 3)
     with pytest.raises(RuntimeError, match='float32'):
-        kernel(table.double(), local, weight.double())
+        kernel(table.double(), local, weight.double(), 3)
     with pytest.raises(RuntimeError, match=r'Tensor\[P, T\]'):
-        kernel(table, local, weight[:, :5])
+        kernel(table, local, weight[:, :5], 3)
+    for kept in (0, 2 * 128 + 1):
+        with pytest.raises(RuntimeError, match='kept must be between 1 and the number of columns'):
+            kernel(table, local, weight, kept)
 
 
-def test_the_build_check_rejects_a_kernel_one_ulp_off(kernel):
-    assert native._reproduces_bags(kernel)
+def test_the_build_check_rejects_kernels_that_differ(kernel):
+    assert native._reproduces_torch_ops(kernel)
 
-    def off(*args):
-        out = kernel(*args)
-        return torch.nextafter(out, torch.full_like(out, float('inf')))
+    def one_ulp_up(*args):
+        values, columns = kernel(*args)
+        return torch.nextafter(values, torch.full_like(values, float('inf'))), columns
 
-    assert not native._reproduces_bags(off)
+    def last_column_wrong(*args):
+        values, columns = kernel(*args)
+        return values, columns.clone().index_fill_(1, torch.tensor([columns.size(1) - 1]), 0)
+
+    assert not native._reproduces_torch_ops(one_ulp_up)
+    assert not native._reproduces_torch_ops(last_column_wrong)
 
 
 def test_a_failed_build_leaves_the_torch_ops(monkeypatch):
@@ -73,9 +118,9 @@ def test_a_failed_build_leaves_the_torch_ops(monkeypatch):
         raise RuntimeError('Error building extension\nno compiler found')
 
     monkeypatch.setattr(cpp_extension, 'load', fail)
-    native.tile_group_maxima.cache_clear()
+    _clear_caches()
     try:
         with pytest.warns(RuntimeWarning, match='could not be built .*no compiler found.*keeps torch ops'):
-            assert native.tile_group_maxima() is None
+            assert native.tiled_top() is None
     finally:
-        native.tile_group_maxima.cache_clear()
+        _clear_caches()

@@ -636,28 +636,29 @@ def _assert_keeps_the_direct_top(sim, rows):
     assert torch.equal(sim.gather(2, rows).sort(dim=2).values, top.sort(dim=2).values)
 
 
-def _spy_native_pass_one(monkeypatch) -> list:
-    """Record, per call of the tiled search's pass 1, whether the compiled kernel ran (skips the test
-    where this machine cannot build or run it)."""
+def _spy_compiled_top(monkeypatch) -> list:
+    """Record, per call of the tiled search's top-k, whether the compiled kernel ran (skips the test on a CPU
+    without AVX-512; with it, the kernel must build)."""
     tra = temporal_roi_align
-    if native.tile_group_maxima() is None:
-        pytest.skip('the compiled search kernel is not available here (no AVX-512 or no compiler)')
+    if not torch.backends.cpu.get_cpu_capability().startswith('AVX512'):
+        pytest.skip('this CPU has no AVX-512: the search runs on torch ops')
+    assert native.tiled_top() is not None
     used = []
-    choose = tra._pass_one_kernel
+    choose = tra._compiled_top
 
     def spied(*args):
         kernel = choose(*args)
         used.append(kernel is not None)
         return kernel
 
-    monkeypatch.setattr(tra, '_pass_one_kernel', spied)
+    monkeypatch.setattr(tra, '_compiled_top', spied)
     return used
 
 
 @pytest.fixture(params=['tiles', 'tiles-torch', 'blocks'])
 def search_layout(request, monkeypatch):
     """The position-first search with its CPU table tiles (the default; the test must have used them), pass
-    1 by the compiled kernel (the default where it builds) and by embedding_bag and amax, and with
+    1 and 2 in one pass by the compiled kernel (the default where it builds) and by torch ops, and with
     whole-width blocks (as on other devices)."""
     tra = temporal_roi_align
     if request.param == 'blocks':
@@ -671,7 +672,7 @@ def search_layout(request, monkeypatch):
         monkeypatch.setattr(tra, 'CPU_NATIVE_SEARCH', False)
         kernel_used = None
     else:
-        kernel_used = _spy_native_pass_one(monkeypatch)
+        kernel_used = _spy_compiled_top(monkeypatch)
     calls = []
     search = tra.TemporalRoIAlign._search_stack_by_tiles
 
@@ -683,7 +684,7 @@ def search_layout(request, monkeypatch):
     yield request.param
     assert calls, 'the tiled search was not used'
     if kernel_used is not None:
-        assert kernel_used and all(kernel_used), 'pass 1 did not run the compiled kernel'
+        assert kernel_used and all(kernel_used), 'the tiled search did not run the compiled kernel'
 
 
 def test_position_first_search_equals_the_direct_search_at_608x1008_map_size(search_layout):
@@ -747,11 +748,12 @@ def test_top_of_table_tiles_is_the_grouped_topk_of_the_whole_table(gen, compiled
     bit the grouped top-k of the bags over the tiles laid side by side: on 38x63 maps (2,394 positions:
     19 tiles of 128, the last with 90 real columns and pad columns), on a 1x2 map (one partial tile), with
     tiles of 64 and 128 columns, kept = 3 and kept = 70 (more than the 38 groups), points whose tap
-    weights are all zero among them, float32 and float64; pass 1 by the compiled kernel (float32 with
-    128-column tiles) and by embedding_bag and amax."""
+    weights are all zero among them, float32 and float64; by the compiled one-pass kernel (float32 with
+    128-column tiles) and by torch ops. (Uniform random data: no exact ties, so the columns are the same
+    under both tie orders.)"""
     tra = temporal_roi_align
     if compiled:
-        kernel_used = _spy_native_pass_one(monkeypatch)
+        kernel_used = _spy_compiled_top(monkeypatch)
     else:
         monkeypatch.setattr(tra, 'CPU_NATIVE_SEARCH', False)
     for (map_h, map_w), dtype, tile in [((38, 63), torch.float32, 128), ((38, 63), torch.float64, 128),

@@ -1,12 +1,15 @@
-"""CPU kernels of the kit compiled at first use (``torch.utils.cpp_extension``), each checked bitwise against
-the torch ops it replaces before it is used.
+"""CPU kernels of the kit compiled at first use (``torch.utils.cpp_extension``), each checked against the
+torch ops it replaces before it is used.
 
-:func:`tile_group_maxima` is pass 1 of the tiled position-first search (``csrc/tile_group_maxima.cpp``):
-per point and table tile, the maxima of the two 64-column groups of its 16-tap bag, without writing the
-bags (AVX-512 code, used on CPUs that have it). It is built once per machine into torch's extension cache (``TORCH_EXTENSIONS_DIR``, by default
-under ``~/.cache``; about a minute on 2 cores) and is None, with one warning, where it cannot be built
-(no C++ compiler) or where its results differ from ``embedding_bag`` + ``amax`` on this build; the search
-then keeps the torch ops.
+:func:`tiled_top` is the tiled position-first search's top-k in one pass over the table tiles
+(``csrc/tiled_search.cpp``, AVX-512 code, used on CPUs that have it): each point's 16-tap bag over a
+tile stays in registers and updates the point's running top values only from the columns that beat them;
+nothing of the bags is written. The torch version (:func:`tile_maxima_by_bags`, then
+:func:`tile_top_by_ops`) writes every bag, reads them back for the group maxima, sums the best groups'
+bags again and runs three top-k calls. The extension is built once per machine into torch's extension
+cache (``TORCH_EXTENSIONS_DIR``, by default under ``~/.cache``; about 10 s on 2 cores); the kernel is None,
+with one warning, where it cannot be built (no C++ compiler) or where its results differ from the torch
+ops on this build, and the search then keeps the torch ops.
 """
 from __future__ import annotations
 
@@ -49,38 +52,102 @@ def tile_maxima_by_bags(table: Tensor, local: Tensor, weight: Tensor, chunk: int
     return maxima
 
 
+def tile_top_by_ops(table: Tensor, local: Tensor, weight: Tensor, maxima: Tensor,
+                    kept: int) -> tuple[Tensor, Tensor]:
+    """Pass 2 with torch ops: the bags summed again over each point's ``min(kept, G)`` groups with the largest
+    ``maxima`` (``GROUP``-column rows of the same tiles), then the top ``kept`` of those values.
+
+    Args:
+        table: Tensor[n_tiles, U, tile]; local, weight: Tensor[P, T]; maxima: Tensor[P, G], pass 1's result.
+        kept: how many to keep, at most the number of columns.
+
+    Returns:
+        values and columns, Tensor[P, kept] each, values in descending order. Holds P x kept x ``GROUP``
+        values and x T indices at once (11 MB and 5.6 MB at 608x1008 with kept = 3, T = 16).
+    """
+    tiles, units, tile = table.shape
+    points, per_tile = local.size(0), tile // GROUP
+    chosen = min(kept, maxima.size(1))
+    best = maxima.topk(chosen, dim=1).indices  # (P, chosen) groups
+    # group g of key row u is row ((g // per_tile) * U + u) * per_tile + g % per_tile of the table seen as
+    # GROUP-column rows
+    first = (best // per_tile) * (units * per_tile) + best % per_tile
+    bags = (first[:, :, None] + local[:, None, :] * per_tile).view(-1, local.size(1))
+    members = F.embedding_bag(bags, table.view(-1, GROUP), per_sample_weights=weight.repeat_interleave(chosen, dim=0),
+                              mode='sum').view(points, chosen * GROUP)
+    values, j = members.topk(kept, dim=1)
+    index = best.gather(1, torch.div(j, GROUP, rounding_mode='floor')) * GROUP
+    return values, index.add_(j % GROUP)
+
+
 @functools.lru_cache(maxsize=1)
-def tile_group_maxima() -> Callable[[Tensor, Tensor, Tensor], Tensor] | None:
-    """The compiled pass 1 for float32 tables of ``TILE``-column tiles, ``(table, local, weight) ->
-    maxima`` as :func:`tile_maxima_by_bags`, or None (see the module docstring)."""
+def _module():
+    """The built extension (``csrc/tiled_search.cpp``), or None where it cannot be built or the CPU lacks
+    AVX-512."""
     try:
         from torch.utils.cpp_extension import load
-        module = load(name='clab_tile_group_maxima', sources=[os.path.join(CSRC, 'tile_group_maxima.cpp')],
+        module = load(name='clab_tiled_search', sources=[os.path.join(CSRC, 'tiled_search.cpp')],
                       extra_cflags=['-O3', '-fopenmp'], extra_ldflags=['-fopenmp'], verbose=False)
     except Exception as exc:  # no compiler, no ninja, a failed build: the torch ops stay
+        message = str(exc).strip().splitlines()
         warnings.warn(f'clab: the compiled search kernel could not be built ({type(exc).__name__}: '
-                      f'{str(exc).strip().splitlines()[-1] if str(exc).strip() else ""}); the position-first '
-                      'search keeps torch ops (slower, the same results)', RuntimeWarning, stacklevel=2)
+                      f'{message[-1] if message else ""}); the position-first search keeps torch ops (slower, '
+                      'the same results)', RuntimeWarning, stacklevel=3)
         return None
-    if not module.available():  # a CPU without AVX-512: the torch ops, as designed
+    return module if module.available() else None  # without AVX-512: the torch ops, as designed
+
+
+@functools.lru_cache(maxsize=1)
+def tiled_top() -> Callable[[Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]] | None:
+    """The compiled search top-k for float32 tables of ``TILE``-column tiles, ``(table, local, weight,
+    kept) -> (values, columns)``: :func:`tile_maxima_by_bags` then :func:`tile_top_by_ops` in one pass,
+    the same values bit for bit, equal values in column order (the lowest first; ``topk`` has its own
+    order); or None (see the module docstring)."""
+    module = _module()
+    if module is None:
         return None
-    kernel = module.tile_group_maxima
-    if not _reproduces_bags(kernel):
-        warnings.warn('clab: the compiled search kernel does not reproduce embedding_bag bitwise on this '
-                      'build; the position-first search keeps torch ops', RuntimeWarning, stacklevel=2)
+
+    def kernel(table: Tensor, local: Tensor, weight: Tensor, kept: int) -> tuple[Tensor, Tensor]:
+        values, columns = module.tiled_top(table, local, weight, kept)
+        return values, columns
+
+    if not _reproduces_torch_ops(kernel):
+        warnings.warn('clab: the compiled search kernel does not reproduce the torch ops on this build; the '
+                      'position-first search keeps torch ops', RuntimeWarning, stacklevel=2)
         return None
     return kernel
 
 
-def _reproduces_bags(kernel: Callable[[Tensor, Tensor, Tensor], Tensor]) -> bool:
-    """Whether ``kernel`` gives bitwise :func:`tile_maxima_by_bags` on random tables: 3 tiles of 40 rows,
-    200 points of 16 taps (repeated taps and all-zero weights among them), then a one-row table."""
-    gen = torch.Generator().manual_seed(0)
+def _random_case(seed: int = 0) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """Random tables for the checks: 3 tiles of 40 rows with 200 points of 16 taps (repeated taps and
+    all-zero weights among them), and a one-row table."""
+    gen = torch.Generator().manual_seed(seed)
     table = torch.randn(3, 40, TILE, generator=gen)
     local = torch.randint(0, 40, (200, 16), generator=gen)
     local[::11, 1] = local[::11, 0]
     weight = torch.rand(200, 16, generator=gen)
     weight[::17] = 0
-    cases = [(table, local, weight), (table[:, :1].contiguous(), torch.zeros(5, 16, dtype=torch.long),
-                                      weight[:5])]
-    return all(torch.equal(kernel(*case), tile_maxima_by_bags(*case, chunk=64)) for case in cases)
+    return [(table, local, weight), (table[:, :1].contiguous(), torch.zeros(5, 16, dtype=torch.long), weight[:5])]
+
+
+def _reproduces_torch_ops(kernel) -> bool:
+    """Whether ``kernel`` gives bitwise the values of :func:`tile_maxima_by_bags` + :func:`tile_top_by_ops`
+    on :func:`_random_case` with kept 1, 3 and 10 (more than the 6 groups), and their columns in the rows
+    without ties (:func:`untied_rows`)."""
+    for table, local, weight in _random_case():
+        maxima = tile_maxima_by_bags(table, local, weight, chunk=64)
+        for kept in (1, 3, 10):
+            values, columns = kernel(table, local, weight, kept)
+            want_values, want_columns = tile_top_by_ops(table, local, weight, maxima, kept)
+            rows = untied_rows(table, local, weight, maxima, kept)
+            if not (torch.equal(values, want_values) and torch.equal(columns[rows], want_columns[rows])):
+                return False
+    return True
+
+
+def untied_rows(table: Tensor, local: Tensor, weight: Tensor, maxima: Tensor, kept: int) -> Tensor:
+    """Tensor[P] bool: the points whose ``kept + 1`` largest bag values (:func:`tile_top_by_ops`) all differ,
+    so that the kept columns do not depend on how a top-k orders equal values."""
+    more = min(kept + 1, table.size(0) * table.size(2))
+    values = tile_top_by_ops(table, local, weight, maxima, more)[0]
+    return (values[:, :-1] > values[:, 1:]).all(dim=1)

@@ -77,9 +77,9 @@ CPU_POSITION_BLOCK_ELEMENTS = 2**22
 #: devices
 CPU_TABLE_TILE = 128
 CPU_TILE_ELEMENTS = 2**21
-#: pass 1 of the tiled search with the compiled kernel (clab/models/csrc/tile_group_maxima.cpp: the bags
-#: of a tile stay in registers and only their group maxima are written) where it builds and reproduces
-#: embedding_bag bitwise; False: embedding_bag and amax
+#: the tiled search's top-k by the compiled kernel (clab/models/csrc/tiled_search.cpp: a tile's bags stay
+#: in registers and update each point's running top, one pass) where it builds and reproduces the torch
+#: ops; False: embedding_bag, amax and the grouped top-k
 CPU_NATIVE_SEARCH = True
 #: near ties of the position-first search: a pair whose last kept similarity is within
 #: NEAR_TIE_FACTOR * sqrt(C) * eps * (1 + spread) of the next one is searched again directly. On the
@@ -804,12 +804,13 @@ def _top_of_tiles(table: Tensor, local: Tensor, weight: Tensor, kept: int) -> tu
     similarities.
 
     Pass 1 sums each point's bag over one tile at a time (the tile stays in cache while every point
-    reads its rows) and keeps only the maxima of its groups of ``TOPK_GROUP`` columns (with the compiled
-    kernel of :func:`_pass_one_kernel` where it applies, else ``embedding_bag`` and ``amax``); pass 2 sums the
+    reads its rows) and keeps only the maxima of its groups of ``TOPK_GROUP`` columns; pass 2 sums the
     bags again over the ``kept`` groups with the largest maxima (64-column rows of the same tiles) and
     takes the top ``kept`` among them. The bags sum each column on its own (checked by
     :func:`_bags_are_elementwise`), so pass 2's values are pass 1's, and the values and positions are
-    those of the grouped top-k of the tiles laid side by side.
+    those of the grouped top-k of the tiles laid side by side. Where it applies (:func:`_compiled_top`)
+    one compiled pass does the same: each tile's bags stay in registers and update each point's running
+    top; the same values bit for bit, equal values in column order (``topk`` has its own order).
 
     Args:
         table: Tensor[n_tiles, U, tile], :func:`_table_tiles`.
@@ -817,42 +818,28 @@ def _top_of_tiles(table: Tensor, local: Tensor, weight: Tensor, kept: int) -> tu
         kept: how many to keep, at most the number of columns.
 
     Returns:
-        values and column indices, Tensor[n*49, kept] each. Pass 2 holds (n*49) x kept x 64 values and
-        x T indices at once (11 MB and 5.6 MB at 608x1008 with kept = 3, T = 16).
+        values and column indices, Tensor[n*49, kept] each (see :func:`clab.models.native.tile_top_by_ops`
+        for the torch version's memory).
     """
-    tiles, units, tile = table.shape
-    points = local.size(0)
-    per_tile = tile // TOPK_GROUP
-    groups = tiles * per_tile
+    tile = table.size(2)
+    kernel = _compiled_top(table, tile)
+    if kernel is not None:
+        with record_function('troi.similarity'):
+            return kernel(table, local, weight, kept)
     with record_function('troi.similarity'):
-        kernel = _pass_one_kernel(table, tile)
-        if kernel is not None:
-            maxima = kernel(table, local, weight)
-        else:
-            maxima = native.tile_maxima_by_bags(table, local, weight, max(1, CPU_TILE_ELEMENTS // tile))
+        maxima = native.tile_maxima_by_bags(table, local, weight, max(1, CPU_TILE_ELEMENTS // tile))
     with record_function('troi.topk'):
-        chosen = min(kept, groups)
-        best = maxima.topk(chosen, dim=1).indices  # (n*49, chosen) groups
-        # group g of key row u is row ((g // per_tile) * U + u) * per_tile + g % per_tile of the table
-        # seen as 64-column rows
-        first = (best // per_tile) * (units * per_tile) + best % per_tile
-        bags = (first[:, :, None] + local[:, None, :] * per_tile).view(-1, local.size(1))
-        members = F.embedding_bag(bags, table.view(-1, TOPK_GROUP),
-                                  per_sample_weights=weight.repeat_interleave(chosen, dim=0),
-                                  mode='sum').view(points, chosen * TOPK_GROUP)
-        values, j = members.topk(kept, dim=1)
-        index = best.gather(1, torch.div(j, TOPK_GROUP, rounding_mode='floor')) * TOPK_GROUP
-        return values, index.add_(j % TOPK_GROUP)
+        return native.tile_top_by_ops(table, local, weight, maxima, kept)
 
 
-def _pass_one_kernel(table: Tensor, tile: int):
-    """The compiled pass 1 (:func:`clab.models.native.tile_group_maxima`) where it applies: ``CPU_NATIVE_SEARCH``
-    on, a float32 CPU table of 128-column tiles, 64-column groups, and a build where it reproduces the
-    torch ops; else None."""
+def _compiled_top(table: Tensor, tile: int):
+    """The compiled one-pass top-k (:func:`clab.models.native.tiled_top`) where it applies:
+    ``CPU_NATIVE_SEARCH`` on, a float32 CPU table of 128-column tiles, 64-column groups, and a build where
+    it reproduces the torch ops; else None."""
     if not (CPU_NATIVE_SEARCH and table.device.type == 'cpu' and table.dtype == torch.float32
             and tile == native.TILE and TOPK_GROUP == native.GROUP):
         return None
-    return native.tile_group_maxima()
+    return native.tiled_top()
 
 
 @functools.lru_cache(maxsize=8)

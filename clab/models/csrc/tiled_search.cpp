@@ -1,0 +1,154 @@
+// The tiled position-first search's top-k (clab/models/temporal_roi_align.py, _top_of_tiles) in one pass
+// over the table tiles.
+//
+// For each point and 128-column tile, the point's 16-tap bag stays in 8 AVX-512 registers; the point's
+// running top `kept` (values and columns) is updated only from the tile's 64-column groups whose maximum
+// beats its current kept-th value, and then only from the columns that beat it. Nothing of the bags is
+// written. The torch version writes every bag (embedding_bag), reads them back for the group maxima
+// (amax), then sums the best groups' bags again and runs three top-k calls.
+//
+// Each column is the chain acc = fma(w_t, row_t[c], acc) over the taps in order, from acc = 0: the
+// operations of embedding_bag's sum with per-sample weights, so the values are its values bit for bit.
+// Columns are visited in increasing order and a value enters only when it is larger than the kept-th, so
+// equal values keep the lowest column first (the order of a stable sort). Python checks the result
+// against the torch ops on the running build before using it (clab/models/native.py). The kernel is
+// AVX-512 code, compiled for that instruction set alone and called only on CPUs that have it
+// (`available()`); elsewhere Python keeps the torch ops.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kTile = 128;   // columns of a tile (CPU_TABLE_TILE)
+constexpr int64_t kGroup = 64;   // columns of a group (TOPK_GROUP)
+
+// Insert (x, col) into the descending top list `values` / `columns` holding `have` of at most `kept`
+// entries, if it belongs there; returns the new count. Equal values: the earlier entry stays first.
+inline int64_t insert(float x, int64_t col, float* values, int64_t* columns, int64_t have, int64_t kept) {
+    if (have == kept && !(x > values[kept - 1])) return have;
+    int64_t q = have < kept ? have++ : kept - 1;
+    while (q > 0 && x > values[q - 1]) {
+        values[q] = values[q - 1];
+        columns[q] = columns[q - 1];
+        --q;
+    }
+    values[q] = x;
+    columns[q] = col;
+    return have;
+}
+
+// The 64 values of one group (4 registers, columns first_column ..) into the running top of one point.
+__attribute__((target("avx512f"))) inline int64_t update(__m512 q0, __m512 q1, __m512 q2, __m512 q3,
+                                                         int64_t first_column, float* values, int64_t* columns,
+                                                         int64_t have, int64_t kept, float* member) {
+    if (have < kept) {
+        _mm512_store_ps(member, q0);
+        _mm512_store_ps(member + 16, q1);
+        _mm512_store_ps(member + 32, q2);
+        _mm512_store_ps(member + 48, q3);
+        for (int64_t k = 0; k < kGroup; ++k) have = insert(member[k], first_column + k, values, columns, have, kept);
+        return have;
+    }
+    // only the columns above the kept-th value (it rises as they enter: insert checks again); usually none
+    const __m512 bar = _mm512_set1_ps(values[kept - 1]);
+    uint64_t mask = static_cast<uint64_t>(_mm512_cmp_ps_mask(q0, bar, _CMP_GT_OQ)) |
+                    static_cast<uint64_t>(_mm512_cmp_ps_mask(q1, bar, _CMP_GT_OQ)) << 16 |
+                    static_cast<uint64_t>(_mm512_cmp_ps_mask(q2, bar, _CMP_GT_OQ)) << 32 |
+                    static_cast<uint64_t>(_mm512_cmp_ps_mask(q3, bar, _CMP_GT_OQ)) << 48;
+    if (!mask) return have;
+    _mm512_store_ps(member, q0);
+    _mm512_store_ps(member + 16, q1);
+    _mm512_store_ps(member + 32, q2);
+    _mm512_store_ps(member + 48, q3);
+    while (mask) {
+        const int b = __builtin_ctzll(mask);
+        mask &= mask - 1;
+        have = insert(member[b], first_column + b, values, columns, have, kept);
+    }
+    return have;
+}
+
+__attribute__((target("avx512f")))
+void points_of_tile(const float* rows, const int64_t* index, const float* weight, int64_t taps, int64_t p0,
+                    int64_t p1, int64_t first_column, int64_t kept, float* values, int64_t* columns,
+                    int64_t* have) {
+    alignas(64) float member[kGroup];
+    for (int64_t p = p0; p < p1; ++p) {
+        const int64_t* idx = index + p * taps;
+        const float* w = weight + p * taps;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+        for (int64_t t = 0; t < taps; ++t) {
+            const float* row = rows + idx[t] * kTile;
+            const __m512 wt = _mm512_set1_ps(w[t]);
+            a0 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row), a0);
+            a1 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row + 16), a1);
+            a2 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row + 32), a2);
+            a3 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row + 48), a3);
+            a4 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row + 64), a4);
+            a5 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row + 80), a5);
+            a6 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row + 96), a6);
+            a7 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row + 112), a7);
+        }
+        float* v = values + p * kept;
+        int64_t* c = columns + p * kept;
+        int64_t h = update(a0, a1, a2, a3, first_column, v, c, have[p], kept, member);
+        have[p] = update(a4, a5, a6, a7, first_column + kGroup, v, c, h, kept, member);
+    }
+}
+
+}  // namespace
+
+bool available() { return __builtin_cpu_supports("avx512f"); }
+
+// table: Tensor[n_tiles, U, 128] float32 (tile t holds columns 128 t .. 128 t + 127); index: Tensor[P, T]
+// int64 rows of the table (< U); weight: Tensor[P, T] float32; kept: between 1 and n_tiles * 128.
+// Returns values Tensor[P, kept] (descending) and columns Tensor[P, kept] int64: per point, the kept
+// largest of sum_k weight[p, k] * table[t, index[p, k], :] over all columns, equal values in column order.
+std::vector<torch::Tensor> tiled_top(torch::Tensor table, torch::Tensor index, torch::Tensor weight,
+                                     int64_t kept) {
+    TORCH_CHECK(available(), "tiled_top needs a CPU with AVX-512");
+    TORCH_CHECK(table.dim() == 3 && table.size(2) == kTile, "table must be Tensor[n_tiles, U, 128]");
+    TORCH_CHECK(table.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat,
+                "table and weight must be float32");
+    TORCH_CHECK(index.scalar_type() == torch::kLong, "index must be int64");
+    TORCH_CHECK(index.dim() == 2 && weight.sizes() == index.sizes(), "index and weight must be Tensor[P, T]");
+    TORCH_CHECK(table.device().is_cpu() && index.device().is_cpu() && weight.device().is_cpu(),
+                "tiled_top runs on CPU tensors");
+    const int64_t tiles = table.size(0), units = table.size(1);
+    const int64_t points = index.size(0), taps = index.size(1);
+    TORCH_CHECK(kept >= 1 && kept <= tiles * kTile, "kept must be between 1 and the number of columns");
+    table = table.contiguous();
+    index = index.contiguous();
+    weight = weight.contiguous();
+    if (points > 0) {
+        TORCH_CHECK(units > 0, "index holds rows outside the table");
+        const int64_t lo = index.min().item<int64_t>(), hi = index.max().item<int64_t>();
+        TORCH_CHECK(lo >= 0 && hi < units, "index holds rows outside the table");
+    }
+    auto values = torch::empty({points, kept}, table.options());
+    auto columns = torch::empty({points, kept}, index.options());
+    std::vector<int64_t> have(points, 0);
+    const float* tab = table.data_ptr<float>();
+    const int64_t* idx = index.data_ptr<int64_t>();
+    const float* w = weight.data_ptr<float>();
+    float* vp = values.data_ptr<float>();
+    int64_t* cp = columns.data_ptr<int64_t>();
+    // each thread takes a range of points through every tile in turn, so that a tile (1.2 MB at U = 2,394)
+    // stays in its core's cache while the range's bags read it
+    at::parallel_for(0, points, 64, [&](int64_t p0, int64_t p1) {
+        for (int64_t t = 0; t < tiles; ++t)
+            points_of_tile(tab + t * units * kTile, idx, w, taps, p0, p1, t * kTile, kept, vp, cp, have.data());
+    });
+    return {values, columns};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+    m.def("available", &available, "whether this CPU runs the kernel (AVX-512)");
+    m.def("tiled_top", &tiled_top,
+          "per point, the kept largest values of its weighted bag of table rows over all tiles, and their columns");
+}
