@@ -5,8 +5,9 @@ On a shared machine the speed drifts (up to 1.9x within minutes on the 2-core CP
 so two separate timings say little. Here each pair runs the same case once on each tree, back to back, in
 alternating order (the baseline first in odd pairs, this tree first in even ones); the ratio of each pair
 (this tree / baseline) sees nearly the same machine, and their mean over ``--pairs`` pairs comes with an
-interval. Both trees run this tree's ``bench_detector.py`` (copied into the baseline's checkout), so they
-are measured the same way; each runs its own model code and configs.
+interval. Both trees run this tree's ``bench_detector.py`` (copied into the other checkouts), so they are
+measured the same way; each runs its own model code and configs. ``--revision`` measures a committed
+revision from its own checkout instead of the working tree.
 
 Usage::
 
@@ -15,7 +16,7 @@ Usage::
 
 Everything after ``--`` goes to ``bench_detector.py``; ``--case-name`` picks the case whose ``per_frame_s``
 (wall) and ``per_frame_cpu_s`` (process CPU) are compared (default: the first of ``--cases``). The
-baseline's checkout is a temporary git worktree, removed at the end.
+revisions' checkouts are temporary git worktrees, removed at the end.
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     own = argv[:argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--baseline", required=True, help="git revision to compare with")
+    p.add_argument("--revision", help="git revision measured against it, from its own checkout (default: this "
+                                      "working tree, which must then stay unchanged while the pairs run)")
     p.add_argument("--pairs", type=int, default=8, help="interleaved pairs of runs (>= 2)")
     p.add_argument("--case-name", help="the bench_detector case compared (default: the first of --cases)")
     p.add_argument("--out", help="write the runs and the summary as JSON to this path")
@@ -73,22 +76,27 @@ def main(argv=None) -> int:
     from clab.io import atomic_write_json
 
     work = tempfile.mkdtemp(prefix="bench_pairs_")
-    base_tree = os.path.join(work, "baseline")
-    made = subprocess.run(["git", "worktree", "add", "--detach", base_tree, args.baseline], cwd=ROOT,
-                          capture_output=True, text=True)
-    if made.returncode != 0:
-        shutil.rmtree(work, ignore_errors=True)
-        raise SystemExit(f"bench_pairs: --baseline {args.baseline!r} is not a revision of this repository: "
-                         f"{made.stderr.strip()}")
+    trees = {}
     try:
-        base_script = os.path.join(base_tree, "benchmarks", "_bench_current.py")
-        shutil.copyfile(BENCH, base_script)
+        for who, rev in (("baseline", args.baseline), ("this tree", args.revision)):
+            if rev is None:
+                trees[who] = (ROOT, BENCH)
+                continue
+            tree = os.path.join(work, who.replace(" ", "_"))
+            made = subprocess.run(["git", "worktree", "add", "--detach", tree, rev], cwd=ROOT,
+                                  capture_output=True, text=True)
+            if made.returncode != 0:
+                raise SystemExit(f"bench_pairs: {rev!r} is not a revision of this repository: "
+                                 f"{made.stderr.strip()}")
+            script = os.path.join(tree, "benchmarks", "_bench_current.py")
+            shutil.copyfile(BENCH, script)
+            trees[who] = (tree, script)
         runs = []
         for i in range(args.pairs):
             order = ["baseline", "this tree"] if i % 2 == 0 else ["this tree", "baseline"]
             pair = {}
             for who in order:
-                tree, script = (base_tree, base_script) if who == "baseline" else (ROOT, BENCH)
+                tree, script = trees[who]
                 result = _run(tree, script, args.bench_args, os.path.join(work, f"{i}_{who[0]}.json"))
                 case = result["cases"].get(args.case_name)
                 if case is None:
@@ -103,17 +111,20 @@ def main(argv=None) -> int:
                   f"{pair['this tree']['per_frame_s']:.2f} s a frame, ratio {pair['ratio']:.3f} "
                   f"(process CPU {pair['cpu_ratio']:.3f})", flush=True)
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", base_tree], cwd=ROOT, capture_output=True)
+        for tree, _ in trees.values():
+            if tree != ROOT:
+                subprocess.run(["git", "worktree", "remove", "--force", tree], cwd=ROOT, capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
     summary = {name: seed_summary([r[key] for r in runs]) for name, key in
                (("wall", "ratio"), ("process_cpu", "cpu_ratio"))}
+    measured = args.revision or "this tree"
     for name, s in summary.items():
-        print(f"{name} ratio (this tree / {args.baseline}): mean {s['mean']:.3f}, 95% interval "
+        print(f"{name} ratio ({measured} / {args.baseline}): mean {s['mean']:.3f}, 95% interval "
               f"{s['ci_low']:.3f} to {s['ci_high']:.3f}, {s['n']} pairs")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        atomic_write_json(args.out, dict(baseline=args.baseline, case=args.case_name, bench_args=args.bench_args,
-                                         pairs=runs, summary=summary), indent=2)
+        atomic_write_json(args.out, dict(baseline=args.baseline, revision=args.revision, case=args.case_name,
+                                         bench_args=args.bench_args, pairs=runs, summary=summary), indent=2)
     return 0
 
 
