@@ -2,6 +2,9 @@
 mmdet's RPNHead: the same kept boxes, in the same order, bit for bit."""
 from __future__ import annotations
 
+import types
+
+import numpy as np
 import pytest
 import torch
 from mmcv.ops import batched_nms as mmcv_batched_nms
@@ -75,13 +78,34 @@ def test_the_build_check_rejects_a_loop_that_differs(monkeypatch):
     assert nms._reproduces_mmcv() is True
 
 
-@pytest.mark.parametrize('cfg', [dict(type='nms', iou_threshold=0.5),
-                                 dict(type='nms', iou_threshold=0.6, max_num=30),
-                                 dict(type='nms', iou_threshold=0.5, split_thr=100),  # mmcv's per-class loop
-                                 dict(type='nms', iou_threshold=0.5, class_agnostic=True),
-                                 dict(type='soft_nms', iou_threshold=0.5)])
+@pytest.fixture
+def early_stops(monkeypatch) -> list:
+    """Counts the runs of the early-stop loop (nms._greedy_prefix)."""
+    runs = []
+    loop = nms._greedy_prefix
+
+    def counted(*args):
+        runs.append(args[-1])
+        return loop(*args)
+
+    nms._reproduces_mmcv()  # the build check runs the loop too: before counting
+    monkeypatch.setattr(nms, '_greedy_prefix', counted)
+    return runs
+
+
+@pytest.mark.parametrize('cfg, fast', [(dict(type='nms', iou_threshold=0.5), True),
+                                       (dict(type='nms', iou_threshold=0.6, max_num=30), True),
+                                       (dict(type='nms', iou_threshold=0.5, offset=1), True),
+                                       (dict(type='nms', iou_threshold=0.5, score_threshold=0.3), False),
+                                       (dict(type='nms', iou_threshold=0.5, split_thr=100), False),
+                                       (dict(type='nms', iou_threshold=0.5, class_agnostic=True), False),
+                                       (dict(type='soft_nms', iou_threshold=0.5), False),
+                                       (None, False)])
 @pytest.mark.parametrize('max_num', [-1, 1, 40])
-def test_batched_nms_is_mmcvs_truncated(cfg, max_num):
+def test_batched_nms_is_mmcvs_truncated(cfg, fast, max_num, early_stops):
+    """The same dets and indices as mmcv's batched_nms cut to max_num; the early-stop loop runs for plain
+    NMS below split_thr with a limit, and mmcv's functions for the rest (score threshold, per-class split,
+    class-agnostic, soft-NMS, no NMS)."""
     boxes, scores, ids = _clustered_boxes(1200, seed=4, classes=7)
     dets, keep = mmcv_batched_nms(boxes, scores, ids, cfg)
     if max_num > 0:
@@ -89,6 +113,8 @@ def test_batched_nms_is_mmcvs_truncated(cfg, max_num):
     got_dets, got_keep = nms.batched_nms(boxes, scores, ids, cfg, max_num)
     assert torch.equal(got_keep, keep)
     assert torch.equal(got_dets, dets)
+    limited = max_num > 0 or (cfg or {}).get('max_num', -1) > 0
+    assert len(early_stops) == int(fast and limited)
 
 
 def test_batched_nms_of_no_boxes():
@@ -115,8 +141,10 @@ def test_multiclass_nms_is_mmdets(class_specific, score_thr):
         assert got_dets.size(0) == 100
 
 
-@pytest.mark.parametrize('max_per_img', [300, 20])
-def test_prefix_nms_rpn_head_gives_rpn_heads_proposals(max_per_img):
+@pytest.mark.parametrize('max_per_img', [300, 20, -1])
+def test_prefix_nms_rpn_head_gives_rpn_heads_proposals(max_per_img, early_stops):
+    """PrefixNMSRPNHead's proposals are RPNHead's with the same weights, also for max_per_img = -1, where
+    RPNHead's slice drops the last proposal (kept as it is)."""
     torch.manual_seed(0)
     cfg = dict(type='RPNHead', in_channels=16, feat_channels=16,
                anchor_generator=dict(type='AnchorGenerator', scales=[4, 8, 16, 32], ratios=[0.5, 1.0, 2.0],
@@ -134,5 +162,44 @@ def test_prefix_nms_rpn_head_gives_rpn_heads_proposals(max_per_img):
         want = plain.simple_test_rpn(x, metas)
         got = prefix.simple_test_rpn(x, metas)
     for w, g in zip(want, got):
-        assert w.size(0) == max_per_img
+        assert w.size(0) == max_per_img if max_per_img > 0 else w.size(0) > 300
         assert torch.equal(g, w)
+    # the early-stop loop ran once per image where there is a limit
+    assert early_stops == ([max_per_img] * 2 if max_per_img > 0 else [])
+
+
+@pytest.mark.parametrize('rescale', [False, True])
+@pytest.mark.parametrize('num_rois, score_thr', [(300, 0.0001), (300, 1.5), (400, 0.0001)])
+def test_roi_head_detections_are_get_bboxes_with_its_nms(rescale, num_rois, score_thr):
+    """SelsaRoIHead.detections (get_bboxes without NMS, then clab's multiclass NMS) against mmdet's
+    get_bboxes with the test config: 300 RoIs x 30 classes, also with nothing above score_thr, and 400 RoIs
+    (12,000 boxes: mmcv's per-class split)."""
+    from clab.models import SelsaRoIHead
+    head_cfg = dict(type='SelsaBBoxHead', in_channels=8, fc_out_channels=16, roi_feat_size=7, num_classes=30,
+                    bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0] * 4, target_stds=[0.1] * 4),
+                    aggregator=dict(type='SelsaAggregator', in_channels=16, num_attention_blocks=4))
+    head = build_head(head_cfg)
+    test_cfg = ConfigDict(score_thr=score_thr, nms=dict(type='nms', iou_threshold=0.5), max_per_img=100)
+    gen = torch.Generator().manual_seed(7)
+    boxes, _, _ = _clustered_boxes(num_rois, seed=8)
+    rois = torch.cat([torch.zeros(num_rois, 1), boxes.clamp(0, 600)], dim=1)
+    cls_score = torch.randn(num_rois, 31, generator=gen) * 2
+    bbox_pred = torch.randn(num_rois, 120, generator=gen)
+    meta = dict(img_shape=(608, 1008, 3), scale_factor=np.array([1.6, 1.5, 1.6, 1.5], dtype=np.float32))
+    owner = types.SimpleNamespace(bbox_head=head, test_cfg=test_cfg)
+    got = SelsaRoIHead.detections(owner, rois, cls_score, bbox_pred, meta, rescale)
+    want = head.get_bboxes(rois, cls_score, bbox_pred, meta['img_shape'], meta['scale_factor'], rescale=rescale,
+                           cfg=test_cfg)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert got[0].size(0) == (0 if score_thr > 1 else 100)
+
+
+def test_threshold_sweep_straddles_the_threshold():
+    """The build check's sweep really decides pairs both ways: mmcv keeps the second box of some pairs and
+    suppresses it in others, at both thresholds."""
+    gen = torch.Generator().manual_seed(0)
+    for threshold in (0.5, 0.7):
+        boxes, scores = nms._threshold_sweep(threshold, gen)
+        kept = set(mmcv_nms(boxes, scores, threshold)[1].tolist())
+        second_kept = sum(2 * i + 1 in kept for i in range(boxes.size(0) // 2))
+        assert 20 < second_kept < boxes.size(0) // 2 - 20

@@ -4,9 +4,8 @@ mmcv's CPU ``nms`` visits every box in score order and compares each kept box wi
 alive, then the callers keep only the first ``max_per_img`` (300 RPN proposals, 100 detections). Greedy NMS
 decides box ``j`` only from the kept boxes before it in score order, so the first ``max_num`` kept boxes do
 not depend on anything after the ``max_num``-th kept one: :func:`greedy_nms` stops there, and compares each
-kept box with all later live boxes at once (a few vector ops per kept box instead of a C loop over every
-pair). At 608x1008 with random weights mmcv's kernel takes 130 ms for the RPN's 6,000 boxes and 150 ms for
-the box head's 9,000 (benchmarks/README.md).
+kept box with all later boxes at once (a few vector ops per kept box instead of a C loop over every
+pair); benchmarks/bench_nms.py times both on the 608x1008 test path's two calls.
 
 The arithmetic is the kernel's, operation for operation, in float32: ``areas = (x2 - x1 + offset) *
 (y2 - y1 + offset)``; for a kept box i and a later box j, ``w = max(0, min(x2_i, x2_j) - max(x1_i, x1_j) +
@@ -46,7 +45,8 @@ def greedy_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: int 
         Tensor[K] long, ``mmcv.ops.nms(boxes, scores, iou_threshold, offset, max_num=max_num)[1]``.
     """
     if (boxes.device.type != 'cpu' or boxes.dtype != torch.float32 or scores.dtype != torch.float32
-            or max_num <= 0 or not _reproduces_mmcv()):
+            or max_num <= 0 or offset not in (0, 1) or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+            or not _reproduces_mmcv()):
         return mmcv_nms(boxes, scores, iou_threshold, offset=offset, max_num=max_num)[1]
     return _greedy_prefix(boxes, scores, iou_threshold, offset, max_num)
 
@@ -80,7 +80,7 @@ def _greedy_prefix(boxes: Tensor, scores: Tensor, iou_threshold: float, offset: 
     return order[torch.tensor(kept, dtype=torch.long)]
 
 
-def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, nms_cfg: dict,
+def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, nms_cfg: dict | None,
                 max_num: int = -1) -> tuple[Tensor, Tensor]:
     """``mmcv.ops.batched_nms(boxes, scores, idxs, nms_cfg)`` truncated to its first ``max_num`` rows (all if
     <= 0), with :func:`greedy_nms` for plain NMS below ``split_thr`` boxes.
@@ -88,12 +88,16 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, nms_cfg: dict,
     Args:
         boxes: Tensor[N, 4] float; scores: Tensor[N]; idxs: Tensor[N] long, the class (or level) of each box:
             boxes of different idxs never suppress each other.
-        nms_cfg: mmcv's nms config, e.g. ``dict(type='nms', iou_threshold=0.5)``.
+        nms_cfg: mmcv's nms config, e.g. ``dict(type='nms', iou_threshold=0.5)``; None: no NMS (mmcv's
+            meaning), the boxes in score order.
         max_num: the most rows returned.
 
     Returns:
         dets Tensor[K, 5] (boxes and score) and keep Tensor[K] long, indices into ``boxes``.
     """
+    if nms_cfg is None:  # mmcv: no NMS, the boxes in score order
+        dets, keep = mmcv_batched_nms(boxes, scores, idxs, None)
+        return (dets[:max_num], keep[:max_num]) if max_num > 0 else (dets, keep)
     if boxes.numel() == 0:
         return boxes.new_zeros(0, 5), boxes.new_zeros(0, dtype=torch.long)
     cfg = dict(nms_cfg)
@@ -146,10 +150,12 @@ def multiclass_nms(multi_bboxes: Tensor, multi_scores: Tensor, score_thr: float,
 
 @functools.lru_cache(maxsize=1)
 def _reproduces_mmcv() -> bool:
-    """Whether :func:`_greedy_prefix` keeps exactly the boxes mmcv's CPU ``nms`` keeps, in its order, on
+    """Whether :func:`_greedy_prefix` keeps exactly the boxes mmcv's CPU ``nms`` keeps, in its order: on
     clustered random boxes (near-duplicates, exact duplicates, zero-size boxes, equal scores) at two IoU
-    thresholds and both offsets. The loop does not look past the ``max_num``-th kept box, so a prefix of
-    the whole run is the run with that ``max_num``: the whole run is compared."""
+    thresholds and both offsets, and on pairs of boxes whose IoU sweeps the threshold over consecutive
+    float32 values (where a build that fused the kernel's multiply and subtraction would decide some pairs
+    the other way). The loop does not look past the ``max_num``-th kept box, so a prefix of the whole run
+    is the run with that ``max_num``: the whole run is compared."""
     gen = torch.Generator().manual_seed(0)
     centers = torch.rand(20, 2, generator=gen) * 500
     xy = centers.repeat_interleave(30, dim=0) + torch.randn(600, 2, generator=gen) * 12
@@ -159,10 +165,29 @@ def _reproduces_mmcv() -> bool:
     boxes[1::50] = boxes[0::50]  # exact duplicates
     scores = torch.rand(600, generator=gen)
     scores[::7] = 0.5  # equal scores
+    cases = [(boxes, scores, threshold, offset) for threshold in (0.5, 0.7) for offset in (0, 1)]
     for threshold in (0.5, 0.7):
-        for offset in (0, 1):
-            expected = mmcv_nms(boxes, scores, threshold, offset=offset)[1]
-            got = _greedy_prefix(boxes, scores, threshold, offset, boxes.size(0))
-            if not torch.equal(got, expected):
-                return False
+        cases.append((*_threshold_sweep(threshold, gen), threshold, 0))
+    for boxes, scores, threshold, offset in cases:
+        expected = mmcv_nms(boxes, scores, threshold, offset=offset)[1]
+        got = _greedy_prefix(boxes, scores, threshold, offset, boxes.size(0))
+        if not torch.equal(got, expected):
+            return False
     return True
+
+
+def _threshold_sweep(threshold: float, gen: torch.Generator, pairs: int = 400) -> tuple[Tensor, Tensor]:
+    """``pairs`` pairs of boxes, each pair far from the others: a box of random size and, shifted right by
+    the shift that gives IoU ``threshold`` moved by -pairs/2 .. pairs/2 float32 steps, a copy of it with a
+    lower score; Tensor[2 * pairs, 4] and Tensor[2 * pairs]."""
+    size = 20 + torch.rand(pairs, 2, generator=gen) * 80
+    # shift s along x with IoU t: (w - s) h / (2 w h - (w - s) h) = t  ->  s = w (1 - 2 t / (1 + t))
+    shift = size[:, 0] * (1 - 2 * threshold / (1 + threshold))
+    steps = torch.arange(pairs, dtype=torch.float32) - pairs // 2
+    shift = shift + steps * (torch.nextafter(shift, shift + 1) - shift)
+    origin = torch.stack([torch.arange(pairs, dtype=torch.float32) * 300, torch.zeros(pairs)], dim=1)
+    first = torch.cat([origin, origin + size], dim=1)
+    second = first + torch.stack([shift, torch.zeros(pairs), shift, torch.zeros(pairs)], dim=1)
+    boxes = torch.stack([first, second], dim=1).reshape(-1, 4)
+    scores = torch.stack([torch.full((pairs,), 0.9), torch.full((pairs,), 0.8)], dim=1).reshape(-1)
+    return boxes, scores

@@ -25,7 +25,8 @@ class PrefixNMSRPNHead(RPNHead):
         Args:
             mlvl_scores, mlvl_bboxes, mlvl_valid_anchors, level_ids: per level, Tensor[n_l] scores,
                 Tensor[n_l, 4] deltas, Tensor[n_l, 4] anchors and Tensor[n_l] level indices.
-            cfg: the RPN's test config (``nms``, ``max_per_img``, ``min_bbox_size``).
+            cfg: the RPN's proposal config (``test_cfg.rpn``, or ``train_cfg.rpn_proposal`` in training:
+                ``nms``, ``max_per_img``, ``min_bbox_size``).
             img_shape: (h, w, ...) of the network input, to clip the boxes.
 
         Returns:

@@ -283,7 +283,8 @@ class SelsaRoIHead(StandardRoIHead):
             rescale: boxes in the original image's pixels instead of the network input's.
 
         Returns:
-            det_bboxes Tensor[k, 5] (x1, y1, x2, y2, score) and det_labels Tensor[k] long, k <= max_per_img.
+            det_bboxes Tensor[k, 5] (x1, y1, x2, y2, score) and det_labels Tensor[k] long, k <= max_per_img
+            (all that survive NMS when max_per_img <= 0).
         """
         bboxes, scores = self.bbox_head.get_bboxes(rois, cls_score, bbox_pred, img_meta['img_shape'],
                                                    img_meta['scale_factor'], rescale=rescale, cfg=None)
