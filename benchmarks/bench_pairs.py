@@ -89,6 +89,7 @@ def main(argv=None) -> int:
                 raise SystemExit(f"bench_pairs: {rev!r} is not a revision of this repository: "
                                  f"{made.stderr.strip()}")
             script = os.path.join(tree, "benchmarks", "_bench_current.py")
+            os.makedirs(os.path.dirname(script), exist_ok=True)
             shutil.copyfile(BENCH, script)
             trees[who] = (tree, script)
         runs = []

@@ -54,8 +54,8 @@ def main(argv=None) -> int:
     p.add_argument("--cpu-tile-elements", type=int, default=0,
                    help="CPU_TILE_ELEMENTS of this tree's position-first search (0: default)")
     p.add_argument("--cpu-native", type=int, choices=(0, 1), default=None,
-                   help="CPU_NATIVE_SEARCH of this tree: 1 pass 1 by the compiled kernel where it builds, "
-                        "0 by embedding_bag and amax (default: the module's)")
+                   help="CPU_NATIVE_SEARCH of this tree: 1 the tiled search's top-k by the compiled kernel "
+                        "where it builds, 0 by torch ops (default: the module's)")
     args = p.parse_args(argv)
 
     import torch
@@ -75,6 +75,9 @@ def main(argv=None) -> int:
         temporal_roi_align.CPU_TILE_ELEMENTS = args.cpu_tile_elements
     if args.cpu_native is not None:
         temporal_roi_align.CPU_NATIVE_SEARCH = bool(args.cpu_native)
+    if temporal_roi_align.CPU_NATIVE_SEARCH:
+        from clab.models import native
+        native.tiled_top()  # build (or load) the kernel and run its check before anything is timed
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -14,7 +14,7 @@ from clab.models import native
 def kernel():
     """The kernel; on a CPU with AVX-512 it must build and pass its check (the kit's install needs a C++
     compiler for mmcv anyway)."""
-    if not torch.backends.cpu.get_cpu_capability().startswith('AVX512'):
+    if not native._cpu_has_avx512():
         pytest.skip('this CPU has no AVX-512: the search runs on torch ops')
     k = native.tiled_top()
     assert k is not None
@@ -124,3 +124,57 @@ def test_a_failed_build_leaves_the_torch_ops(monkeypatch):
             assert native.tiled_top() is None
     finally:
         _clear_caches()
+
+
+def test_nan_features_give_nan_values_as_the_torch_ops(kernel):
+    """A NaN in a table row makes the bags that read it NaN in that column: the kernel ranks NaN above every
+    number, as topk does, so those points keep the NaN first and then the same numbers as the torch ops."""
+    table, local, weight = _case(torch.Generator().manual_seed(3), 3, 40, 300, 16)
+    table[1, 5, 17] = float('nan')
+    values, columns = kernel(table, local, weight, 3)
+    want_values, want_columns, _ = _torch_ops(table, local, weight, 3)
+    reads = (local == 5).any(dim=1)  # (a zero weight too: 0 * NaN is NaN)
+    assert bool(reads.any()) and bool(torch.isnan(values[reads, 0]).all())
+    assert not bool(torch.isnan(values[~reads]).any())
+    assert torch.equal(torch.isnan(values), torch.isnan(want_values))
+    assert torch.equal(values[~reads], want_values[~reads])
+    assert bool((columns[reads, 0] == 128 + 17).all())
+
+
+def test_no_avx512_means_the_torch_ops_without_a_warning(monkeypatch, recwarn):
+    monkeypatch.setattr(native, '_cpu_has_avx512', lambda: False)
+    _clear_caches()
+    try:
+        assert native.tiled_top() is None
+        assert not [w for w in recwarn if 'clab' in str(w.message)]
+    finally:
+        _clear_caches()
+
+
+def test_a_kernel_failing_its_check_is_not_used(monkeypatch):
+    if not native._cpu_has_avx512():
+        pytest.skip('this CPU has no AVX-512: the search runs on torch ops')
+    monkeypatch.setattr(native, '_reproduces_torch_ops', lambda kernel: False)
+    _clear_caches()
+    try:
+        with pytest.warns(RuntimeWarning, match='does not reproduce the torch ops'):
+            assert native.tiled_top() is None
+    finally:
+        _clear_caches()
+
+
+def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):
+    import os
+    import time
+
+    monkeypatch.setenv('TORCH_EXTENSIONS_DIR', str(tmp_path))
+    lock = tmp_path / 'some_build' / 'lock'
+    lock.parent.mkdir()
+    lock.write_text('')
+    native._remove_stale_lock('some_build')
+    assert lock.exists()
+    old = time.time() - native.STALE_LOCK_SECONDS - 60
+    os.utime(lock, (old, old))
+    with pytest.warns(RuntimeWarning, match='stale build lock'):
+        native._remove_stale_lock('some_build')
+    assert not lock.exists()

@@ -640,7 +640,7 @@ def _spy_compiled_top(monkeypatch) -> list:
     """Record, per call of the tiled search's top-k, whether the compiled kernel ran (skips the test on a CPU
     without AVX-512; with it, the kernel must build)."""
     tra = temporal_roi_align
-    if not torch.backends.cpu.get_cpu_capability().startswith('AVX512'):
+    if not native._cpu_has_avx512():
         pytest.skip('this CPU has no AVX-512: the search runs on torch ops')
     assert native.tiled_top() is not None
     used = []

@@ -6,15 +6,20 @@ torch ops it replaces before it is used.
 tile stays in registers and updates the point's running top values only from the columns that beat them;
 nothing of the bags is written. The torch version (:func:`tile_maxima_by_bags`, then
 :func:`tile_top_by_ops`) writes every bag, reads them back for the group maxima, sums the best groups'
-bags again and runs three top-k calls. The extension is built once per machine into torch's extension
-cache (``TORCH_EXTENSIONS_DIR``, by default under ``~/.cache``; about 10 s on 2 cores); the kernel is None,
-with one warning, where it cannot be built (no C++ compiler) or where its results differ from the torch
-ops on this build, and the search then keeps the torch ops.
+bags again and runs three top-k calls. The extension is built once per machine and kernel version into
+torch's extension cache (``TORCH_EXTENSIONS_DIR``, by default under ``~/.cache``; ``scripts/install.sh``
+builds it, otherwise the first use does). The kernel is None, with one warning, where it cannot be built
+(no C++ compiler) or where its results differ from the torch ops on this build, and silently on CPUs
+without AVX-512; the search then keeps the torch ops.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import os
+import platform
+import time
 import warnings
 from typing import Callable
 
@@ -80,21 +85,61 @@ def tile_top_by_ops(table: Tensor, local: Tensor, weight: Tensor, maxima: Tensor
     return values, index.add_(j % GROUP)
 
 
+def _cpu_has_avx512() -> bool:
+    """Whether this is an x86-64 CPU with AVX-512 (torch's own dispatch level), where the kernel can run."""
+    return (platform.machine().lower() in ('x86_64', 'amd64')
+            and torch.backends.cpu.get_cpu_capability().startswith('AVX512'))
+
+
+def _build_name(source: str) -> str:
+    """The extension's name in torch's cache: one per kernel source and torch version, so that checkouts
+    of other versions neither rebuild it nor load each other's build."""
+    with open(source, 'rb') as f:
+        digest = hashlib.sha1(f.read() + torch.__version__.encode()).hexdigest()[:12]
+    return f'clab_tiled_search_{digest}'
+
+
+#: a build lock older than this is left by a process that died while building (a build takes seconds)
+STALE_LOCK_SECONDS = 600
+
+
+def _remove_stale_lock(name: str) -> None:
+    """Remove the build's lock file when it is older than ``STALE_LOCK_SECONDS``: torch waits on a lock
+    without a time limit, so a build interrupted once (a stopped notebook cell) would otherwise hang every
+    later first use."""
+    from torch.utils.cpp_extension import _get_build_directory
+    lock = os.path.join(_get_build_directory(name, verbose=False), 'lock')
+    try:
+        age = time.time() - os.path.getmtime(lock)
+    except OSError:
+        return
+    if age > STALE_LOCK_SECONDS:
+        warnings.warn(f'clab: removing a stale build lock of the compiled search kernel ({lock}, '
+                      f'{age / 60:.0f} min old)', RuntimeWarning, stacklevel=3)
+        with contextlib.suppress(OSError):
+            os.remove(lock)
+
+
 @functools.lru_cache(maxsize=1)
 def _module():
-    """The built extension (``csrc/tiled_search.cpp``), or None where it cannot be built or the CPU lacks
-    AVX-512."""
+    """The built extension (``csrc/tiled_search.cpp``), or None on a CPU without AVX-512 (silently: the
+    torch ops, as designed) or where it cannot be built (with a warning)."""
+    if not _cpu_has_avx512():
+        return None
+    source = os.path.join(CSRC, 'tiled_search.cpp')
     try:
         from torch.utils.cpp_extension import load
-        module = load(name='clab_tiled_search', sources=[os.path.join(CSRC, 'tiled_search.cpp')],
-                      extra_cflags=['-O3', '-fopenmp'], extra_ldflags=['-fopenmp'], verbose=False)
+        name = _build_name(source)
+        _remove_stale_lock(name)
+        module = load(name=name, sources=[source], extra_cflags=['-O3', '-fopenmp'],
+                      extra_ldflags=['-fopenmp'], verbose=False)
     except Exception as exc:  # no compiler, no ninja, a failed build: the torch ops stay
         message = str(exc).strip().splitlines()
         warnings.warn(f'clab: the compiled search kernel could not be built ({type(exc).__name__}: '
                       f'{message[-1] if message else ""}); the position-first search keeps torch ops (slower, '
-                      'the same results)', RuntimeWarning, stacklevel=3)
+                      'the same values)', RuntimeWarning, stacklevel=3)
         return None
-    return module if module.available() else None  # without AVX-512: the torch ops, as designed
+    return module if module.available() else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -102,7 +147,9 @@ def tiled_top() -> Callable[[Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]
     """The compiled search top-k for float32 tables of ``TILE``-column tiles, ``(table, local, weight,
     kept) -> (values, columns)``: :func:`tile_maxima_by_bags` then :func:`tile_top_by_ops` in one pass,
     the same values bit for bit, equal values in column order (the lowest first; ``topk`` has its own
-    order); or None (see the module docstring)."""
+    order, so where values tie exactly inside the kept top their positions may come in another order and
+    sums over them round differently in the last bit), NaN ranked above every number as by ``topk``; or
+    None (see the module docstring)."""
     module = _module()
     if module is None:
         return None
@@ -113,7 +160,8 @@ def tiled_top() -> Callable[[Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]
 
     if not _reproduces_torch_ops(kernel):
         warnings.warn('clab: the compiled search kernel does not reproduce the torch ops on this build; the '
-                      'position-first search keeps torch ops', RuntimeWarning, stacklevel=2)
+                      'position-first search keeps torch ops (slower, the same values)', RuntimeWarning,
+                      stacklevel=2)
         return None
     return kernel
 

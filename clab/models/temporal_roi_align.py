@@ -39,7 +39,10 @@ Deliberate differences from mmtracking 0.14 / the CLAB fork (same outputs):
   with 300 RoIs: 44 G instead of 270 G multiply-adds a frame). Its top-k runs on the groups of
   positions with the largest maxima (:func:`_topk_by_groups`, the same values as ``topk``). Pairs whose
   kept top-k is within rounding of the next value are searched again directly, so the kept positions
-  are the direct search's; the key RoIs' embed conv is gathered from the key map's taps.
+  are the direct search's; the key RoIs' embed conv is gathered from the key map's taps. On a CPU each
+  map's table is built and read in column tiles that stay in cache, and with AVX-512 the tiles' bags and
+  top-k run as one compiled pass (:mod:`clab.models.native`; the same values as the torch ops, exact ties
+  in column order).
 """
 from __future__ import annotations
 
@@ -810,7 +813,9 @@ def _top_of_tiles(table: Tensor, local: Tensor, weight: Tensor, kept: int) -> tu
     :func:`_bags_are_elementwise`), so pass 2's values are pass 1's, and the values and positions are
     those of the grouped top-k of the tiles laid side by side. Where it applies (:func:`_compiled_top`)
     one compiled pass does the same: each tile's bags stay in registers and update each point's running
-    top; the same values bit for bit, equal values in column order (``topk`` has its own order).
+    top; the same values bit for bit, equal values in column order (``topk`` has its own order: where
+    values tie exactly inside the kept top, the positions may come in another order, and the sums over
+    them round differently in the last bit).
 
     Args:
         table: Tensor[n_tiles, U, tile], :func:`_table_tiles`.
@@ -822,7 +827,7 @@ def _top_of_tiles(table: Tensor, local: Tensor, weight: Tensor, kept: int) -> tu
         for the torch version's memory).
     """
     tile = table.size(2)
-    kernel = _compiled_top(table, tile)
+    kernel = _compiled_top(table, weight, tile)
     if kernel is not None:
         with record_function('troi.similarity'):
             return kernel(table, local, weight, kept)
@@ -832,13 +837,15 @@ def _top_of_tiles(table: Tensor, local: Tensor, weight: Tensor, kept: int) -> tu
         return native.tile_top_by_ops(table, local, weight, maxima, kept)
 
 
-def _compiled_top(table: Tensor, tile: int):
+def _compiled_top(table: Tensor, weight: Tensor, tile: int):
     """The compiled one-pass top-k (:func:`clab.models.native.tiled_top`) where it applies:
-    ``CPU_NATIVE_SEARCH`` on, a float32 CPU table of 128-column tiles, 64-column groups, and a build where
-    it reproduces the torch ops; else None."""
+    ``CPU_NATIVE_SEARCH`` on, a float32 CPU table of 128-column tiles, 64-column groups, no gradient asked
+    through the table or the weights, and a build where it reproduces the torch ops; else None."""
     if not (CPU_NATIVE_SEARCH and table.device.type == 'cpu' and table.dtype == torch.float32
             and tile == native.TILE and TOPK_GROUP == native.GROUP):
         return None
+    if torch.is_grad_enabled() and (table.requires_grad or weight.requires_grad):
+        return None  # the kernel has no backward
     return native.tiled_top()
 
 

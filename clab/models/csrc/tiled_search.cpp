@@ -9,8 +9,9 @@
 //
 // Each column is the chain acc = fma(w_t, row_t[c], acc) over the taps in order, from acc = 0: the
 // operations of embedding_bag's sum with per-sample weights, so the values are its values bit for bit.
-// Columns are visited in increasing order and a value enters only when it is larger than the kept-th, so
-// equal values keep the lowest column first (the order of a stable sort). Python checks the result
+// Columns are visited in increasing order and a value enters only when it ranks above the kept-th, so
+// equal values keep the lowest column first (the order of a stable sort); a NaN ranks above every number,
+// as in torch.topk, so NaN features give NaN values here too. Python checks the result
 // against the torch ops on the running build before using it (clab/models/native.py). The kernel is
 // AVX-512 code, compiled for that instruction set alone and called only on CPUs that have it
 // (`available()`); elsewhere Python keeps the torch ops.
@@ -27,12 +28,15 @@ namespace {
 constexpr int64_t kTile = 128;   // columns of a tile (CPU_TABLE_TILE)
 constexpr int64_t kGroup = 64;   // columns of a group (TOPK_GROUP)
 
+// x ranks above y: larger, or NaN above any number (torch.topk's order; NaN does not rank above NaN).
+inline bool above(float x, float y) { return x > y || (x != x && y == y); }
+
 // Insert (x, col) into the descending top list `values` / `columns` holding `have` of at most `kept`
 // entries, if it belongs there; returns the new count. Equal values: the earlier entry stays first.
 inline int64_t insert(float x, int64_t col, float* values, int64_t* columns, int64_t have, int64_t kept) {
-    if (have == kept && !(x > values[kept - 1])) return have;
+    if (have == kept && !above(x, values[kept - 1])) return have;
     int64_t q = have < kept ? have++ : kept - 1;
-    while (q > 0 && x > values[q - 1]) {
+    while (q > 0 && above(x, values[q - 1])) {
         values[q] = values[q - 1];
         columns[q] = columns[q - 1];
         --q;
@@ -54,12 +58,13 @@ __attribute__((target("avx512f"))) inline int64_t update(__m512 q0, __m512 q1, _
         for (int64_t k = 0; k < kGroup; ++k) have = insert(member[k], first_column + k, values, columns, have, kept);
         return have;
     }
-    // only the columns above the kept-th value (it rises as they enter: insert checks again); usually none
+    // only the columns that may rank above the kept-th value: larger, or unordered (a NaN on either side);
+    // the bar rises as they enter, and insert checks each again. Usually none.
     const __m512 bar = _mm512_set1_ps(values[kept - 1]);
-    uint64_t mask = static_cast<uint64_t>(_mm512_cmp_ps_mask(q0, bar, _CMP_GT_OQ)) |
-                    static_cast<uint64_t>(_mm512_cmp_ps_mask(q1, bar, _CMP_GT_OQ)) << 16 |
-                    static_cast<uint64_t>(_mm512_cmp_ps_mask(q2, bar, _CMP_GT_OQ)) << 32 |
-                    static_cast<uint64_t>(_mm512_cmp_ps_mask(q3, bar, _CMP_GT_OQ)) << 48;
+    uint64_t mask = static_cast<uint64_t>(_mm512_cmp_ps_mask(q0, bar, _CMP_NLE_UQ)) |
+                    static_cast<uint64_t>(_mm512_cmp_ps_mask(q1, bar, _CMP_NLE_UQ)) << 16 |
+                    static_cast<uint64_t>(_mm512_cmp_ps_mask(q2, bar, _CMP_NLE_UQ)) << 32 |
+                    static_cast<uint64_t>(_mm512_cmp_ps_mask(q3, bar, _CMP_NLE_UQ)) << 48;
     if (!mask) return have;
     _mm512_store_ps(member, q0);
     _mm512_store_ps(member + 16, q1);
@@ -122,6 +127,7 @@ std::vector<torch::Tensor> tiled_top(torch::Tensor table, torch::Tensor index, t
     const int64_t tiles = table.size(0), units = table.size(1);
     const int64_t points = index.size(0), taps = index.size(1);
     TORCH_CHECK(kept >= 1 && kept <= tiles * kTile, "kept must be between 1 and the number of columns");
+    TORCH_CHECK(taps >= 1, "index must hold at least one tap per point");
     table = table.contiguous();
     index = index.contiguous();
     weight = weight.contiguous();
