@@ -39,9 +39,14 @@ def _torch_ops(table, local, weight, kept):
             native.untied_rows(table, local, weight, maxima, kept))
 
 
-def _clear_caches():
-    native._module.cache_clear()
-    native.tiled_top.cache_clear()
+@pytest.fixture
+def fresh_build():
+    """The kernel's build and check run again in the test (their caches cleared), and again after it."""
+    for cached in (native._module, native.tiled_top):
+        cached.cache_clear()
+    yield
+    for cached in (native._module, native.tiled_top):
+        cached.cache_clear()
 
 
 @pytest.mark.parametrize('threads', [1, 2])
@@ -111,19 +116,15 @@ def test_the_build_check_rejects_kernels_that_differ(kernel):
     assert not native._reproduces_torch_ops(last_column_wrong)
 
 
-def test_a_failed_build_leaves_the_torch_ops(monkeypatch):
+def test_a_failed_build_leaves_the_torch_ops(monkeypatch, fresh_build):
     import torch.utils.cpp_extension as cpp_extension
 
     def fail(*args, **kwargs):
         raise RuntimeError('Error building extension\nno compiler found')
 
     monkeypatch.setattr(cpp_extension, 'load', fail)
-    _clear_caches()
-    try:
-        with pytest.warns(RuntimeWarning, match='could not be built .*no compiler found.*keeps torch ops'):
-            assert native.tiled_top() is None
-    finally:
-        _clear_caches()
+    with pytest.warns(RuntimeWarning, match='could not be built .*no compiler found.*keeps torch ops'):
+        assert native.tiled_top() is None
 
 
 def test_nan_features_give_nan_values_as_the_torch_ops(kernel):
@@ -141,26 +142,18 @@ def test_nan_features_give_nan_values_as_the_torch_ops(kernel):
     assert bool((columns[reads, 0] == 128 + 17).all())
 
 
-def test_no_avx512_means_the_torch_ops_without_a_warning(monkeypatch, recwarn):
+def test_no_avx512_means_the_torch_ops_without_a_warning(monkeypatch, recwarn, fresh_build):
     monkeypatch.setattr(native, '_cpu_has_avx512', lambda: False)
-    _clear_caches()
-    try:
-        assert native.tiled_top() is None
-        assert not [w for w in recwarn if 'clab' in str(w.message)]
-    finally:
-        _clear_caches()
+    assert native.tiled_top() is None
+    assert not [w for w in recwarn if 'clab' in str(w.message)]
 
 
-def test_a_kernel_failing_its_check_is_not_used(monkeypatch):
+def test_a_kernel_failing_its_check_is_not_used(monkeypatch, fresh_build):
     if not native._cpu_has_avx512():
         pytest.skip('this CPU has no AVX-512: the search runs on torch ops')
     monkeypatch.setattr(native, '_reproduces_torch_ops', lambda kernel: False)
-    _clear_caches()
-    try:
-        with pytest.warns(RuntimeWarning, match='does not reproduce the torch ops'):
-            assert native.tiled_top() is None
-    finally:
-        _clear_caches()
+    with pytest.warns(RuntimeWarning, match='does not reproduce the torch ops'):
+        assert native.tiled_top() is None
 
 
 def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatch):

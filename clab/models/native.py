@@ -80,9 +80,24 @@ def tile_top_by_ops(table: Tensor, local: Tensor, weight: Tensor, maxima: Tensor
     bags = (first[:, :, None] + local[:, None, :] * per_tile).view(-1, local.size(1))
     members = F.embedding_bag(bags, table.view(-1, GROUP), per_sample_weights=weight.repeat_interleave(chosen, dim=0),
                               mode='sum').view(points, chosen * GROUP)
+    return top_of_members(members, best, kept, GROUP)
+
+
+def top_of_members(members: Tensor, best: Tensor, kept: int, group: int) -> tuple[Tensor, Tensor]:
+    """The last step of a grouped top-k: the top ``kept`` of the chosen groups' members and their columns.
+
+    Args:
+        members: Tensor[R, chosen * group], the values of groups ``best`` side by side.
+        best: Tensor[R, chosen] long, the chosen groups (group g holds columns g * group .. g * group + group - 1).
+        kept: how many to keep, at most ``chosen * group``.
+        group: columns per group.
+
+    Returns:
+        values and columns, Tensor[R, kept] each, values in descending order.
+    """
     values, j = members.topk(kept, dim=1)
-    index = best.gather(1, torch.div(j, GROUP, rounding_mode='floor')) * GROUP
-    return values, index.add_(j % GROUP)
+    index = best.gather(1, torch.div(j, group, rounding_mode='floor')) * group
+    return values, index.add_(j % group)
 
 
 def _cpu_has_avx512() -> bool:

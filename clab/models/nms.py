@@ -95,18 +95,12 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, nms_cfg: dict | Non
     Returns:
         dets Tensor[K, 5] (boxes and score) and keep Tensor[K] long, indices into ``boxes``.
     """
-    if nms_cfg is None:  # mmcv: no NMS, the boxes in score order
-        dets, keep = mmcv_batched_nms(boxes, scores, idxs, None)
-        return (dets[:max_num], keep[:max_num]) if max_num > 0 else (dets, keep)
-    if boxes.numel() == 0:
+    if nms_cfg is not None and boxes.numel() == 0:
         return boxes.new_zeros(0, 5), boxes.new_zeros(0, dtype=torch.long)
-    cfg = dict(nms_cfg)
-    fast = (cfg.pop('type', 'nms') == 'nms' and not cfg.pop('class_agnostic', False)
-            and boxes.size(0) < cfg.pop('split_thr', SPLIT_THRESHOLD) and boxes.size(-1) == 4
-            and not cfg.pop('score_threshold', 0) > 0 and set(cfg) <= {'iou_threshold', 'offset', 'max_num'})
-    if not fast:
+    if nms_cfg is None or not _plain_below_split(nms_cfg, boxes):
         dets, keep = mmcv_batched_nms(boxes, scores, idxs, nms_cfg)
         return (dets[:max_num], keep[:max_num]) if max_num > 0 else (dets, keep)
+    cfg = nms_cfg
     limit = cfg.get('max_num', -1)
     if max_num > 0:
         limit = max_num if limit <= 0 else min(limit, max_num)
@@ -116,6 +110,16 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, nms_cfg: dict | Non
     keep = greedy_nms(boxes + offsets[:, None], scores, cfg['iou_threshold'], int(cfg.get('offset', 0)),
                       limit)
     return torch.cat([boxes[keep], scores[keep][:, None]], -1), keep
+
+
+def _plain_below_split(nms_cfg: dict, boxes: Tensor) -> bool:
+    """Whether mmcv's ``batched_nms`` would run plain NMS on all of ``boxes`` at once (type ``nms``, not
+    class-agnostic, fewer than ``split_thr`` boxes of 4 coordinates, no score threshold) with no settings
+    but ``iou_threshold``, ``offset`` and ``max_num``: the case :func:`greedy_nms` reproduces."""
+    cfg = dict(nms_cfg)
+    return (cfg.pop('type', 'nms') == 'nms' and not cfg.pop('class_agnostic', False)
+            and boxes.size(0) < cfg.pop('split_thr', SPLIT_THRESHOLD) and boxes.size(-1) == 4
+            and not cfg.pop('score_threshold', 0) > 0 and set(cfg) <= {'iou_threshold', 'offset', 'max_num'})
 
 
 def multiclass_nms(multi_bboxes: Tensor, multi_scores: Tensor, score_thr: float, nms_cfg: dict,

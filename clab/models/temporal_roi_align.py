@@ -826,23 +826,22 @@ def _top_of_tiles(table: Tensor, local: Tensor, weight: Tensor, kept: int) -> tu
         values and column indices, Tensor[n*49, kept] each (see :func:`clab.models.native.tile_top_by_ops`
         for the torch version's memory).
     """
-    tile = table.size(2)
-    kernel = _compiled_top(table, weight, tile)
+    kernel = _compiled_top(table, weight)
     if kernel is not None:
         with record_function('troi.similarity'):
             return kernel(table, local, weight, kept)
     with record_function('troi.similarity'):
-        maxima = native.tile_maxima_by_bags(table, local, weight, max(1, CPU_TILE_ELEMENTS // tile))
+        maxima = native.tile_maxima_by_bags(table, local, weight, max(1, CPU_TILE_ELEMENTS // table.size(2)))
     with record_function('troi.topk'):
         return native.tile_top_by_ops(table, local, weight, maxima, kept)
 
 
-def _compiled_top(table: Tensor, weight: Tensor, tile: int):
+def _compiled_top(table: Tensor, weight: Tensor):
     """The compiled one-pass top-k (:func:`clab.models.native.tiled_top`) where it applies:
     ``CPU_NATIVE_SEARCH`` on, a float32 CPU table of 128-column tiles, 64-column groups, no gradient asked
     through the table or the weights, and a build where it reproduces the torch ops; else None."""
     if not (CPU_NATIVE_SEARCH and table.device.type == 'cpu' and table.dtype == torch.float32
-            and tile == native.TILE and TOPK_GROUP == native.GROUP):
+            and table.size(2) == native.TILE and TOPK_GROUP == native.GROUP):
         return None
     if torch.is_grad_enabled() and (table.requires_grad or weight.requires_grad):
         return None  # the kernel has no backward
@@ -896,8 +895,7 @@ def _topk_by_groups(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     flat = x.reshape(-1, groups, TOPK_GROUP)
     best = flat.amax(dim=2).topk(k, dim=1).indices  # (r, k) groups
     members = flat.gather(1, best[:, :, None].expand(-1, -1, TOPK_GROUP)).view(-1, k * TOPK_GROUP)
-    values, j = members.topk(k, dim=1)
-    index = best.gather(1, torch.div(j, TOPK_GROUP, rounding_mode='floor')) * TOPK_GROUP + j % TOPK_GROUP
+    values, index = native.top_of_members(members, best, k, TOPK_GROUP)
     return values.view(*lead, k), index.view(*lead, k)
 
 
