@@ -12,7 +12,9 @@ Measures, each case in a fresh subprocess so that its peak memory is its own:
   references, with and without the branch (the first of ``--train-iters`` steps is a warm-up);
 * the peak resident memory of each case (``VmHWM``; on a GPU also the peak CUDA allocation);
 * with both ``test_troi_cached`` and ``test_troi_uncached``: the largest box (px) and score difference of the
-  cached path's detections from the uncached path's (same frames, same weights).
+  cached path's detections from the uncached path's (same frames, same weights); with
+  ``--uncached-unfolded`` the uncached cases run without the test-time batch-norm fold, so the difference
+  also includes the fold's.
 
 Latencies are medians (wall clock and process CPU time). On a loaded machine the CPU-time columns,
 especially with ``--threads 1``, are the stable ones.
@@ -69,6 +71,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also run the CLAB model alone at test time (its own peak memory)")
     p.add_argument("--cases", help="comma-separated cases to run instead of the default set, from: "
                                    + ", ".join(TEST_CASES + CLAB_TEST_CASES + TRAIN_CASES))
+    p.add_argument("--uncached-unfolded", action="store_true",
+                   help="run the uncached cases without the test-time batch-norm fold (test_cfg.fold_batchnorm), "
+                        "so that the cached-vs-uncached difference includes the fold's")
     p.add_argument("--out", help="write the results as JSON to this path")
     p.add_argument("--case", help=argparse.SUPPRESS)          # internal: run one case in this process
     p.add_argument("--weights", help=argparse.SUPPRESS)       # internal: detector weights shared by cases
@@ -91,7 +96,7 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _build(branch: bool, cache: bool, depth: int, weights: str | None):
+def _build(branch: bool, cache: bool, depth: int, weights: str | None, fold: bool = True):
     import torch
     from mmcv import Config
     from mmdet.models import build_detector
@@ -102,7 +107,7 @@ def _build(branch: bool, cache: bool, depth: int, weights: str | None):
     model_cfg = cfg.model
     model_cfg.detector.backbone.depth = depth
     model_cfg.detector.backbone.init_cfg = None
-    model_cfg.test_cfg = dict(cache_ref_proposals=cache)
+    model_cfg.test_cfg = dict(cache_ref_proposals=cache, fold_batchnorm=fold)
     torch.manual_seed(0)
     model = build_detector(model_cfg)
     model.init_weights()
@@ -178,7 +183,8 @@ def run_case(args) -> dict:
 
     if kind == "test":
         branch, cache = who.split("_")
-        model = _build(branch == "clab", cache == "cached", args.depth, args.weights).to(args.device).eval()
+        fold = not (cache == "uncached" and args.uncached_unfolded)
+        model = _build(branch == "clab", cache == "cached", args.depth, args.weights, fold).to(args.device).eval()
         out["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
         frames, refs = _test_video(args, g)
         runs = [_test_frame(model, args, frames, refs, f) for f in range(args.frames)]
@@ -255,7 +261,8 @@ def _run_subprocess(args, name: str, weights: str) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--case", name, "--weights", weights,
            "--height", str(args.height), "--width", str(args.width), "--refs", str(args.refs),
            "--frames", str(args.frames), "--depth", str(args.depth), "--train-iters", str(args.train_iters),
-           "--device", args.device, "--threads", str(args.threads)]
+           "--device", args.device, "--threads", str(args.threads)] + (
+               ["--uncached-unfolded"] if args.uncached_unfolded else [])
     print(f"running {name} ...", file=sys.stderr, flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)

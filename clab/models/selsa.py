@@ -29,6 +29,10 @@ Deliberate differences from the published code (README "Differences"):
   default True; the neck output is returned to contiguous NCHW for the RoI ops): the same numbers up to the
   order of float sums, 0.75x to 0.79x the backbone time at 608x1008 on a 2-core CPU
   (benchmarks/README.md);
+* at test time (eval mode, no gradient) the backbone and neck run as copies with each batch norm folded
+  into the convolution before it (``test_cfg.fold_batchnorm``, default True; :mod:`clab.models.folding`):
+  the same numbers up to the rounding of the folded weights and the order of float sums, without the batch
+  norms' passes over the feature maps (benchmarks/README.md);
 * ``test_with_fix_stride`` keeps a window of exactly ``2 * num_left_ref_imgs + 1`` frames and refuses a
   duplicated lone reference (SPEC 1.11) instead of letting the window grow.
 """
@@ -45,9 +49,12 @@ from mmcv.runner import BaseModule, auto_fp16
 from mmdet.models.builder import MODELS, build_detector
 from torch import Tensor, nn
 
+from .folding import FoldedCopies, has_hooks
+
 __all__ = ["SELSA"]
 
-_TEST_CFG_KEYS = {"cache_ref_proposals": bool, "embed_taps": bool, "channels_last": bool}
+_TEST_CFG_KEYS = {"cache_ref_proposals": bool, "embed_taps": bool, "channels_last": bool,
+                  "fold_batchnorm": bool}
 
 
 @dataclass
@@ -126,7 +133,9 @@ class SELSA(BaseModule):
             ``embed_taps`` also precomputes the TRoI embed conv's taps on the cached maps (a win at R-50
             sizes, a loss on tiny maps); ``channels_last`` (default True) runs the backbone and neck on a
             channels-last image at test time (off where they hold an mmcv op, which reads contiguous NCHW
-            memory, checked when the model is built; training is unchanged).
+            memory, checked when the model is built; training is unchanged); ``fold_batchnorm`` (default
+            True) runs the backbone and neck at test time (eval mode, no gradient) as copies with each batch
+            norm folded into the convolution before it (:mod:`clab.models.folding`).
     """
 
     def __init__(self, detector: dict, auxiliary: dict | None = None, cab_stage: int = 2,
@@ -178,6 +187,9 @@ class SELSA(BaseModule):
         self.channels_last = (bool(self.test_cfg.get("channels_last", True))
                               and not _holds_mmcv_op(self.detector.backbone)
                               and not (self.detector.with_neck and _holds_mmcv_op(self.detector.neck)))
+        # test-time copies of the backbone and neck with their batch norms folded into the convolutions
+        self.fold_batchnorm = bool(self.test_cfg.get("fold_batchnorm", True))
+        self._folded = FoldedCopies(channels_last=self.channels_last)
         self.fp16_enabled = False
         self.memo: _VideoMemo | None = None
 
@@ -221,6 +233,12 @@ class SELSA(BaseModule):
             for p in m.parameters():
                 p.requires_grad = False
 
+    def train(self, mode: bool = True) -> "SELSA":
+        """``nn.Module.train``; entering training also frees the folded test-time copies."""
+        if mode and hasattr(self, "_folded"):
+            self._folded.clear()
+        return super().train(mode)
+
     def reset_video_memo(self) -> None:
         """Forget (and free) the cached references of the current video; the next frame must be frame 0.
 
@@ -247,11 +265,17 @@ class SELSA(BaseModule):
             # the same convolutions on NHWC memory: faster oneDNN / cuDNN kernels, same numbers up to the
             # order of float sums
             img = img.contiguous(memory_format=torch.channels_last)
-        outs = self.detector.backbone(img)
+        modules = [self.detector.backbone] + ([self.detector.neck] if self.detector.with_neck else [])
+        if (self.fold_batchnorm and not self.training and not torch.is_grad_enabled()
+                and not has_hooks(*modules)):
+            # the folded copies (rebuilt when the weights change); with gradients or hooks, the modules
+            modules = list(self._folded.get(*modules))
+        backbone, neck = modules[0], (modules[1] if len(modules) > 1 else None)
+        outs = backbone(img)
         if isinstance(outs, Tensor):
             outs = (outs,)
         last = tuple(outs[-1:])
-        x = self.detector.neck(last) if self.detector.with_neck else last
+        x = neck(last) if neck is not None else last
         tapped = outs[self._tap_index] if self._tap_index is not None else None
         if channels_last:
             # back to contiguous NCHW: mmcv's RoIAlign and NMS inputs are read as contiguous memory
