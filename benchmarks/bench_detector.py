@@ -109,7 +109,7 @@ def _build(branch: bool, cache: bool, depth: int, weights: str | None, fold: boo
     model_cfg.detector.backbone.init_cfg = None
     model_cfg.test_cfg = dict(cache_ref_proposals=cache)
     if not fold:  # (named only when off: bench_pairs runs this script on revisions without the key)
-        model_cfg.test_cfg.fold_batchnorm = False
+        model_cfg.test_cfg["fold_batchnorm"] = False
     torch.manual_seed(0)
     model = build_detector(model_cfg)
     model.init_weights()
