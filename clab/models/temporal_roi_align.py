@@ -353,10 +353,11 @@ class TemporalRoIAlign(SingleRoIExtractor):
             positions = max(m.num_maps * m.height * m.width for m in ref_maps)
             chunk = max(1, self.chunk_elements(roi_feats.device) // (roi_h * roi_w * positions))
             found = taps = None
+            key_points = self._to_points(roi_feats)  # (n*49, C), laid out once for every step below
             if rois is not None and key_maps is not None and self._roi_layer_is_linear():
                 key_maps = _maps_as(key_maps, dtype)
                 taps = self._roi_taps(rois, key_maps, dtype)  # (n, 7, 7, T) twice
-                found = self._search_by_positions(roi_feats, taps, key_maps, ref_maps)
+                found = self._search_by_positions(roi_feats, taps, key_maps, ref_maps, key_points=key_points)
             outs = []
             for start in range(0, n, chunk):
                 part = slice(start, start + chunk)
@@ -365,7 +366,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
                     roi_feats[part], ref_maps,
                     found=None if found is None else [(v[:, point_part], i[:, point_part]) for v, i in found],
                     key_embed=None if taps is None or key_maps.embed_taps is None else
-                    (key_maps.embed_taps, taps[0][part], taps[1][part])))
+                    (key_maps.embed_taps, taps[0][part], taps[1][part]),
+                    key_points=key_points[point_part]))
             out = torch.cat(outs) if len(outs) > 1 else outs[0]
         return out.to(out_dtype)
 
@@ -398,7 +400,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
         return index, weight.to(dtype)
 
     def _search_by_positions(self, roi_feats: Tensor, taps: tuple[Tensor, Tensor], key_maps: ReferenceMaps,
-                             ref_maps: Sequence[ReferenceMaps]) -> list[tuple[Tensor, Tensor]]:
+                             ref_maps: Sequence[ReferenceMaps],
+                             key_points: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
         """The most-similar search of all key RoI points, computed on the key map's positions first.
 
         A RoI point is ``R_p = sum_t w_t F_key[q_t]`` (its RoIAlign taps), so its similarity numerator
@@ -420,6 +423,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
             taps: index and weight Tensor[n, 7, 7, T] of the RoIs on ``key_maps``.
             key_maps: the key map, one-map :class:`ReferenceMaps`.
             ref_maps: the stacks searched.
+            key_points: ``roi_feats`` as points, Tensor[n*49, C] in (roi, y, x) order, when the caller
+                has it laid out already.
 
         Returns:
             per stack, values and positions Tensor[K, n*49, top] of the most similar positions.
@@ -433,7 +438,9 @@ class TemporalRoIAlign(SingleRoIExtractor):
             # only the key positions some RoI touches: rows of the tables
             used, local = torch.unique(index, return_inverse=True)
             key_rows = key_maps.points[0].index_select(0, used)  # (U, C)
-            inv_norm, unit = self._rounding_unit(roi_feats, index, weight, key_maps)
+            if key_points is None:
+                key_points = self._to_points(roi_feats)
+            inv_norm, unit = self._rounding_unit(roi_feats, index, weight, key_maps, key_points=key_points)
             factor = NEAR_TIE_FACTOR if device.type == 'cpu' else UNMEASURED_NEAR_TIE_FACTOR
             tol = factor * unit
         tile = CPU_TABLE_TILE if device.type == 'cpu' else 0
@@ -445,7 +452,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
         found = []
         for maps in ref_maps:
             values, rows, near = search(key_rows, maps, local, weight, inv_norm, tol, top)
-            counts['near_ties'] += self._resolve_near_ties(roi_feats, maps, near, values, rows)
+            counts['near_ties'] += self._resolve_near_ties(roi_feats, maps, near, values, rows,
+                                                           key_points=key_points)
             found.append((values, rows))
         self.last_search = counts
         return found
@@ -539,8 +547,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
             del table
         return values, rows, near
 
-    def _rounding_unit(self, roi_feats: Tensor, index: Tensor, weight: Tensor,
-                       key_maps: ReferenceMaps) -> tuple[Tensor, Tensor]:
+    def _rounding_unit(self, roi_feats: Tensor, index: Tensor, weight: Tensor, key_maps: ReferenceMaps,
+                       key_points: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """How far a position-first cosine may round away from the direct one, per RoI point.
 
         Each C-term dot product rounds to about sqrt(C) eps of its size, and the position-first one sums
@@ -551,17 +559,20 @@ class TemporalRoIAlign(SingleRoIExtractor):
             roi_feats: Tensor[n, C, 7, 7], the key RoI features R.
             index, weight: Tensor[n*49, T], the points' RoIAlign taps on ``key_maps``.
             key_maps: the key map, one-map :class:`ReferenceMaps`.
+            key_points: ``roi_feats`` as points (:meth:`_to_points`), if laid out already.
 
         Returns:
             ``1 / (||R_p|| + epsilon)`` and the unit, Tensor[n*49] each.
         """
-        inv_norm = 1.0 / (self._to_points(roi_feats).norm(p=2, dim=1) + self.epsilon)
+        if key_points is None:
+            key_points = self._to_points(roi_feats)
+        inv_norm = 1.0 / (key_points.norm(p=2, dim=1) + self.epsilon)
         spread = (weight * key_maps.points[0].norm(p=2, dim=1)[index]).sum(dim=1) * inv_norm
         unit = math.sqrt(roi_feats.size(1)) * torch.finfo(roi_feats.dtype).eps * (1 + spread)
         return inv_norm, unit
 
     def _resolve_near_ties(self, roi_feats: Tensor, maps: ReferenceMaps, near: Tensor, values: Tensor,
-                           rows: Tensor) -> int:
+                           rows: Tensor, key_points: Tensor | None = None) -> int:
         """Search the (map, point) pairs whose last kept similarity is within rounding of the next one
         again, directly on the RoI point (the published computation), and overwrite their top values and
         positions in place: there the order of float sums decides which position is kept, and the
@@ -579,6 +590,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
             maps: the stack searched, K maps.
             near: Tensor[K, n*49] bool, the pairs to search again.
             values, rows: Tensor[K, n*49, top], the search's result, updated in place.
+            key_points: ``roi_feats`` as points (:meth:`_to_points`), if laid out already.
 
         Returns:
             the number of pairs searched again.
@@ -587,7 +599,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
         if pairs.numel() == 0:
             return 0
         with record_function('troi.near_ties'):
-            key_points = self._to_points(roi_feats)
+            if key_points is None:
+                key_points = self._to_points(roi_feats)
             for k in pairs[:, 0].unique().tolist():
                 pts = pairs[pairs[:, 0] == k, 1]
                 chosen = key_points.index_select(0, pts)  # (m_k, C)
@@ -599,7 +612,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
 
     def _aggregate_chunk(self, roi_feats: Tensor, ref_maps: Sequence[ReferenceMaps],
                          found: Sequence[tuple[Tensor, Tensor]] | None = None,
-                         key_embed: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+                         key_embed: tuple[Tensor, Tensor, Tensor] | None = None,
+                         key_points: Tensor | None = None) -> Tensor:
         """:meth:`aggregate` for a chunk of RoIs whose similarity block against each stack fits the bound.
 
         Works on RoI points, Tensor[n*7*7, C] in (roi, y, x) order, and returns to Tensor[n, C, 7, 7].
@@ -612,12 +626,14 @@ class TemporalRoIAlign(SingleRoIExtractor):
             key_embed: (embed_taps Tensor[1, h*w, 9*C] of the key map, RoIAlign taps index and weight
                 Tensor[n, 7, 7, T] of this chunk's RoIs): the key RoIs' embed is gathered from the key
                 map's taps instead of convolved.
+            key_points: ``roi_feats`` as points (:meth:`_to_points`), if laid out already.
         """
         n, channels, roi_h, roi_w = roi_feats.shape
         points = n * roi_h * roi_w
         blocks = self.num_temporal_attention_blocks
         block_size = channels // max(blocks, 1)
-        key_points = self._to_points(roi_feats)  # (n*49, C)
+        if key_points is None:
+            key_points = self._to_points(roi_feats)  # (n*49, C)
         if found is None:
             key_hat = key_points / (key_points.norm(p=2, dim=1, keepdim=True) + self.epsilon)
         frames = [key_points[None]]  # tensors (K_s, n*49, C): the key, then each stack's most-similar
