@@ -27,11 +27,6 @@ from torch import Tensor, nn
 #: reference RoIs (16 groups) one aggregator's attention took 0.08 s with 1 or 2 groups at a time,
 #: 0.11 s with 3 or 4 and 0.15 s with all 16 at once (median of 7, 2 threads)
 ATTENTION_BLOCK_ELEMENTS = 3 * 2**20
-#: on a CPU, the key RoIs of a group block are also taken a block at a time, so that the block's weights
-#: (groups x rows x reference RoIs) stay within this many entries: for 300 key and 4,500 reference RoIs
-#: (2 groups, 116 rows at a time) 0.034 s against 0.057 s for all rows at once, bitwise the same
-#: (median of 9, 2 threads; benchmarks/README.md)
-CPU_ATTENTION_ROW_ELEMENTS = 2**20
 
 
 @MODELS.register_module()
@@ -109,16 +104,12 @@ class SelsaAggregator(BaseModule):
         # a few groups at a time, so that their (g, n, m) weights stay in cache between the products and
         # the softmax (on this CPU bitwise the numbers of all groups at once)
         step = max(1, min(groups, ATTENTION_BLOCK_ELEMENTS // max(1, n * m)))
-        rows = n
-        if x.device.type == 'cpu':
-            rows = max(1, min(n, CPU_ATTENTION_ROW_ELEMENTS // max(1, step * m)))
-        out = query.new_empty(groups, n, d)
+        outs = []
         for g0 in range(0, groups, step):
             part = slice(g0, g0 + step)
-            for r0 in range(0, n, rows):
-                block = slice(r0, r0 + rows)
-                logits = torch.bmm(query[part, block], keys[part])  # (g, r, m)
-                if not exact:
-                    logits = logits.div_(scale)  # in place: no second (g, r, m) buffer
-                out[part, block] = torch.bmm(logits.softmax(dim=2), values[part])  # (g, r, d)
-        return self.fc(out.transpose(0, 1).reshape(n, channels))  # (n, C)
+            logits = torch.bmm(query[part], keys[part])  # (g, n, m)
+            if not exact:
+                logits = logits.div_(scale)  # in place: no second (g, n, m) buffer
+            outs.append(torch.bmm(logits.softmax(dim=2), values[part]))  # (g, n, d)
+        out = (torch.cat(outs) if len(outs) > 1 else outs[0]).transpose(0, 1).reshape(n, channels)  # (n, C)
+        return self.fc(out)
