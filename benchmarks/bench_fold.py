@@ -1,19 +1,16 @@
-"""Two parts of the cached test path at the paper's size, each against its previous form in one process.
+"""The test-time backbone and neck at the paper's size with and without the batch-norm fold, in one process.
 
-* ``backbone``: the R-50-DC5 backbone and neck at ``--height`` x ``--width`` (channels-last, as at test time)
-  with the test-time batch-norm fold (``SELSA.extract_feat``, ``test_cfg.fold_batchnorm``) and without it.
-  The batch norms get random statistics first (at their initial statistics the fold is nearly a no-op
-  numerically). Reports the largest difference of the neck output, relative to its largest value.
-* ``attention``: one SELSA aggregator's attention of ``--rois`` key RoIs over ``--refs`` x ``--rois``
-  reference RoIs (1,024 channels, 16 groups) with the CPU's key-row blocks (``CPU_ATTENTION_ROW_ELEMENTS``)
-  and with all rows at once; reports whether the outputs are bitwise equal.
+The R-50-DC5 backbone and neck at ``--height`` x ``--width`` (channels-last, as at test time) with the
+test-time batch-norm fold (``SELSA.extract_feat``, ``test_cfg.fold_batchnorm``) and without it. The batch
+norms get random statistics first (at their initial statistics the fold is nearly a no-op numerically).
+Reports the largest difference of the neck output, relative to its largest value.
 
 Each repeat runs both forms back to back, alternating which goes first; reported: the median of each and
 the mean ratio of the repeats with its Student-t 95% interval.
 
 Usage::
 
-    python benchmarks/bench_test_parts.py --threads 2 --repeats 9
+    python benchmarks/bench_fold.py --threads 2 --repeats 9
 """
 from __future__ import annotations
 
@@ -32,11 +29,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--height", type=int, default=608)
     p.add_argument("--width", type=int, default=1008)
-    p.add_argument("--rois", type=int, default=300)
-    p.add_argument("--refs", type=int, default=15, help="reference frames of the attention (14 cached + the key)")
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    p.add_argument("--parts", default="backbone,attention")
     args = p.parse_args(argv)
     if args.repeats < 2:
         p.error("--repeats must be >= 2")
@@ -89,33 +83,6 @@ def backbone_part(args) -> dict:
     return out
 
 
-def attention_part(args) -> dict:
-    import torch
-
-    from clab.models import selsa_aggregator
-    from clab.models.selsa_aggregator import SelsaAggregator
-
-    torch.manual_seed(0)
-    agg = SelsaAggregator(1024, 16).eval()
-    x = torch.randn(args.rois, 1024)
-    keys, values = (t.detach() for t in agg.project_references(torch.randn(args.refs * args.rois, 1024)))
-    default = selsa_aggregator.CPU_ATTENTION_ROW_ELEMENTS
-
-    def run(row_elements: int):
-        selsa_aggregator.CPU_ATTENTION_ROW_ELEMENTS = row_elements
-        with torch.no_grad():
-            return agg.attend(x, keys, values)
-
-    try:
-        whole, blocked = run(2**62), run(default)
-        out = _pairs(lambda: run(2**62), lambda: run(default), args.repeats)
-    finally:
-        selsa_aggregator.CPU_ATTENTION_ROW_ELEMENTS = default
-    out.update(bitwise_equal=bool(torch.equal(whole, blocked)),
-               max_difference=(whole - blocked).abs().max().item())
-    return out
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     import torch
@@ -124,19 +91,12 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    parts = {"backbone": (backbone_part, "unfolded", "folded"),
-             "attention": (attention_part, "all key rows at once", "row blocks")}
-    for name in [p.strip() for p in args.parts.split(",") if p.strip()]:
-        if name not in parts:
-            print(f"bench_test_parts: unknown part {name!r}; known: {', '.join(parts)}", file=sys.stderr)
-            return 2
-        fn, a, b = parts[name]
-        r = fn(args)
-        lo, hi = r.pop("ratio_ci95")
-        extra = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items()
-                          if k not in ("first_median_s", "second_median_s", "ratio_mean"))
-        print(f"{name}: {a} {r['first_median_s']:.4f} s, {b} {r['second_median_s']:.4f} s (medians of "
-              f"{args.repeats}); ratio {r['ratio_mean']:.3f} (95% t {lo:.3f} to {hi:.3f}); {extra}", flush=True)
+    r = backbone_part(args)
+    lo, hi = r["ratio_ci95"]
+    print(f"backbone + neck at {args.height}x{args.width}: unfolded {r['first_median_s']:.4f} s, folded "
+          f"{r['second_median_s']:.4f} s (medians of {args.repeats}); folded / unfolded {r['ratio_mean']:.3f} "
+          f"(95% t {lo:.3f} to {hi:.3f}); {r['folded_norms']} batch norms folded; largest output difference "
+          f"{r['max_relative_difference']:.2e} of the largest value", flush=True)
     return 0
 
 
