@@ -5,6 +5,8 @@ inputs on the CPU; the tiny SELSA config for the detector-level behaviour.
 """
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from mmdet.models import build_backbone
@@ -74,6 +76,23 @@ def test_fold_batchnorm_leaves_pairs_it_cannot_prove():
         torch.testing.assert_close(folded(x), seq(x), rtol=1e-5, atol=1e-5)
 
 
+def test_fold_batchnorm_leaves_weight_standardised_convs_and_training_norms():
+    from mmcv.cnn.bricks.conv_ws import ConvAWS2d, ConvWS2d
+    seq = nn.Sequential(ConvWS2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), ConvAWS2d(4, 4, 1), nn.BatchNorm2d(4),
+                        nn.Conv2d(4, 4, 1), nn.BatchNorm2d(4))
+    randomise_norms(seq)
+    seq.eval()
+    seq[5].train()  # a batch norm in training mode uses batch statistics: not folded
+    folded, count = fold_batchnorm(seq)
+    assert count == 0 and norm_count(folded) == 3
+    seq[5].eval()
+    folded, count = fold_batchnorm(seq)
+    assert count == 1 and isinstance(folded[5], nn.Identity) and isinstance(folded[1], nn.BatchNorm2d)
+    x = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), seq(x), rtol=1e-5, atol=1e-5)
+
+
 def test_folded_copies_follow_the_weights():
     torch.manual_seed(0)
     backbone = build_backbone(dict(type="ResNet", depth=18, out_indices=(3,)))
@@ -130,10 +149,41 @@ def test_selsa_uses_folded_copies_only_for_inference():
     assert all(f.is_contiguous() for f in x)
     assert (x[0] - x_plain[0]).abs().max().item() <= 1e-5 * x_plain[0].abs().max().item()
     assert set(model.state_dict()) == keys  # the copies are not part of the model's state
+    assert not torch.equal(x[0], x_plain[0])  # the folded copies ran, not the originals
+    copy_calls = []
+    copy_hook = model._folded._copies[0].register_forward_hook(lambda *a: copy_calls.append(1))
+    with torch.no_grad():
+        model.extract_feat(frames[0])
+        assert copy_calls == [1]
+        with torch.inference_mode():
+            model.extract_feat(frames[0])
+        assert copy_calls == [1, 1]
+        # a DataParallel replica, or a batch norm in training mode: the originals (the latter updates its
+        # running statistics, so the next frame builds new copies)
+        model._is_replica = True
+        model.extract_feat(frames[0])
+        del model._is_replica
+        model.detector.backbone.layer1[0].norm1.train()
+        model.extract_feat(frames[0])
+        model.detector.backbone.layer1[0].norm1.eval()
+        assert copy_calls == [1, 1]
+        old = model._folded._copies[0]
+        model.extract_feat(frames[0])
+        assert model._folded._copies[0] is not old and copy_calls == [1, 1]
+    copy_hook.remove()
+    # a copied model starts without copies; moving the model frees them
+    assert copy.deepcopy(model)._folded.folded == 0
+    model.double()
+    assert model._folded.folded == 0
+    model.float()
     # with gradients the original modules run (the copies have no gradient path to the weights)
     x_grad, _ = model.extract_feat(frames[0])
     assert x_grad[0].requires_grad
+    assert model._folded.folded == 0
     # training frees the copies
+    with torch.no_grad():
+        model.extract_feat(frames[0])
+    assert model._folded.folded > 0
     model.train()
     assert model._folded.folded == 0
     with pytest.raises(TypeError, match="fold_batchnorm"):

@@ -71,9 +71,11 @@ def infer_frames(model, dataset, indices, device: str | None = None, progress: b
             with torch.no_grad():
                 results[idx] = model(return_loss=False, rescale=True, **batch)
     finally:
-        reset = getattr(model, "reset_video_memo", None)
-        if callable(reset):
-            reset()                     # the reference cache (~0.8 GB on a GPU at 600x1000) goes now
+        for name in ("reset_video_memo", "clear_folded"):
+            release = getattr(model, name, None)
+            if callable(release):
+                release()               # the reference cache (~0.8 GB on a GPU at 600x1000) and the folded
+                                        # backbone copy go now
     for param in model.parameters():
         if param.device.type == "cuda":
             torch.cuda.synchronize(param.device)

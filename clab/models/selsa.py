@@ -29,7 +29,7 @@ Deliberate differences from the published code (README "Differences"):
   default True; the neck output is returned to contiguous NCHW for the RoI ops): the same numbers up to the
   order of float sums, 0.75x to 0.79x the backbone time at 608x1008 on a 2-core CPU
   (benchmarks/README.md);
-* at test time (eval mode, no gradient) the backbone and neck run as copies with each batch norm folded
+* at test time (eval mode, no gradient, no forward hooks on them) the backbone and neck run as copies with each batch norm folded
   into the convolution before it (``test_cfg.fold_batchnorm``, default True; :mod:`clab.models.folding`):
   the same numbers up to the rounding of the folded weights and the order of float sums, without the batch
   norms' passes over the feature maps (benchmarks/README.md);
@@ -49,7 +49,7 @@ from mmcv.runner import BaseModule, auto_fp16
 from mmdet.models.builder import MODELS, build_detector
 from torch import Tensor, nn
 
-from .folding import FoldedCopies, has_hooks
+from .folding import FoldedCopies, foldable_now
 
 __all__ = ["SELSA"]
 
@@ -134,8 +134,9 @@ class SELSA(BaseModule):
             sizes, a loss on tiny maps); ``channels_last`` (default True) runs the backbone and neck on a
             channels-last image at test time (off where they hold an mmcv op, which reads contiguous NCHW
             memory, checked when the model is built; training is unchanged); ``fold_batchnorm`` (default
-            True) runs the backbone and neck at test time (eval mode, no gradient) as copies with each batch
-            norm folded into the convolution before it (:mod:`clab.models.folding`).
+            True) runs the backbone and neck at test time (eval mode, no gradient, no forward hooks on
+            them) as copies with each batch norm folded into the convolution before it
+            (:mod:`clab.models.folding`).
     """
 
     def __init__(self, detector: dict, auxiliary: dict | None = None, cab_stage: int = 2,
@@ -235,9 +236,23 @@ class SELSA(BaseModule):
 
     def train(self, mode: bool = True) -> "SELSA":
         """``nn.Module.train``; entering training also frees the folded test-time copies."""
-        if mode and hasattr(self, "_folded"):
-            self._folded.clear()
+        if mode:
+            self.clear_folded()
         return super().train(mode)
+
+    def _apply(self, *args, **kwargs):
+        # to(), cuda(), cpu(), half(), ...: the folded copies stay on the old device or dtype, so free them
+        self.clear_folded()
+        return super()._apply(*args, **kwargs)
+
+    def clear_folded(self) -> None:
+        """Free the test-time copies with folded batch norms (``test_cfg.fold_batchnorm``); the next test
+        frame builds them again. Needed only after weights were changed through ``tensor.data``, which
+        the copies cannot notice (:mod:`clab.models.folding`); ``train()``, ``to()`` and the end of
+        ``clab test`` call it."""
+        folded = self.__dict__.get("_folded")
+        if folded is not None:
+            folded.clear()
 
     def reset_video_memo(self) -> None:
         """Forget (and free) the cached references of the current video; the next frame must be frame 0.
@@ -267,9 +282,13 @@ class SELSA(BaseModule):
             img = img.contiguous(memory_format=torch.channels_last)
         modules = [self.detector.backbone] + ([self.detector.neck] if self.detector.with_neck else [])
         if (self.fold_batchnorm and not self.training and not torch.is_grad_enabled()
-                and not has_hooks(*modules)):
-            # the folded copies (rebuilt when the weights change); with gradients or hooks, the modules
-            modules = list(self._folded.get(*modules))
+                and not getattr(self, "_is_replica", False) and foldable_now(*modules)):
+            # the folded copies (rebuilt when the weights change); with gradients, hooks, batch norms in
+            # training mode, or in an nn.DataParallel replica (whose weights are new tensors at every
+            # call), the modules themselves
+            copies = self._folded.get(*modules)
+            if copies is not None:
+                modules = list(copies)
         backbone, neck = modules[0], (modules[1] if len(modules) > 1 else None)
         outs = backbone(img)
         if isinstance(outs, Tensor):
