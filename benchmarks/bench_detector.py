@@ -12,7 +12,8 @@ Measures, each case in a fresh subprocess so that its peak memory is its own:
   references, with and without the branch (the first of ``--train-iters`` steps is a warm-up);
 * the peak resident memory of each case (``VmHWM``; on a GPU also the peak CUDA allocation);
 * with both ``test_troi_cached`` and ``test_troi_uncached``: the largest box (px) and score difference of the
-  cached path's detections from the uncached path's (same frames, same weights); with
+  cached path's detections from the uncached path's (same frames, same weights), row by row and after
+  matching each detection to the nearest box (``compare_detections.py`` does the same for two runs); with
   ``--uncached-unfolded`` the uncached cases run without the test-time batch-norm fold, so the difference
   also includes the fold's.
 
@@ -277,24 +278,46 @@ def _run_subprocess(args, name: str, weights: str) -> dict:
     return result
 
 
-def _detection_difference(cached: dict, uncached: dict, who: str) -> dict:
-    """Largest box (px) and score difference of the cached path's detections from the uncached path's, over
-    all frames and classes whose detection counts agree, and how many (frame, class) counts differ."""
+def detection_difference(boxes_a: list, boxes_b: list) -> dict:
+    """How two runs' detections differ: ``boxes_*`` are per frame, per class, lists of (x1, y1, x2, y2, score).
+
+    Over the (frame, class) cells whose detection counts agree: the largest box (px) and score difference
+    row by row (``in_order_*``), and after matching each detection of ``a`` to the nearest box of ``b``
+    (largest coordinate difference; ``matched_*``), with how many detections matched another row than
+    their own (``reordered``: scores that tie within rounding can come in another order, which the row-by-row
+    figures show as a jump of a whole box); and how many cells' counts differ.
+    """
     import numpy as np
-    box = score = 0.0
-    mismatched = 0
-    for frame_a, frame_b in zip(cached["boxes"], uncached["boxes"]):
+    out = dict(in_order_box=0.0, in_order_score=0.0, matched_box=0.0, matched_score=0.0, reordered=0,
+               count_differs=0, detections=0)
+    for frame_a, frame_b in zip(boxes_a, boxes_b):
         for a, b in zip(frame_a, frame_b):
             a, b = np.asarray(a, dtype=np.float64).reshape(-1, 5), np.asarray(b, dtype=np.float64).reshape(-1, 5)
             if a.shape != b.shape:
-                mismatched += 1
+                out["count_differs"] += 1
                 continue
-            if len(a):
-                box = max(box, float(np.abs(a[:, :4] - b[:, :4]).max()))
-                score = max(score, float(np.abs(a[:, 4] - b[:, 4]).max()))
-    return {f"max box difference px, cached vs uncached, {who}": box,
-            f"max score difference, cached vs uncached, {who}": score,
-            f"(frame, class) detection counts that differ, cached vs uncached, {who}": mismatched}
+            if not len(a):
+                continue
+            out["detections"] += len(a)
+            out["in_order_box"] = max(out["in_order_box"], float(np.abs(a[:, :4] - b[:, :4]).max()))
+            out["in_order_score"] = max(out["in_order_score"], float(np.abs(a[:, 4] - b[:, 4]).max()))
+            dist = np.abs(a[:, None, :4] - b[None, :, :4]).max(axis=2)  # (n, n)
+            match = dist.argmin(axis=1)
+            out["matched_box"] = max(out["matched_box"], float(dist.min(axis=1).max()))
+            out["matched_score"] = max(out["matched_score"], float(np.abs(a[:, 4] - b[match, 4]).max()))
+            out["reordered"] += int((match != np.arange(len(a))).sum())
+    return out
+
+
+def _detection_difference(cached: dict, uncached: dict, who: str) -> dict:
+    """:func:`detection_difference` of the cached path's detections from the uncached path's, labelled."""
+    d = detection_difference(cached["boxes"], uncached["boxes"])
+    return {f"max box difference px, cached vs uncached, {who}": d["in_order_box"],
+            f"max score difference, cached vs uncached, {who}": d["in_order_score"],
+            f"max box difference px after matching nearest boxes, cached vs uncached, {who}": d["matched_box"],
+            f"max score difference after matching, cached vs uncached, {who}": d["matched_score"],
+            f"detections matched to another row (reordered ties), cached vs uncached, {who}": d["reordered"],
+            f"(frame, class) detection counts that differ, cached vs uncached, {who}": d["count_differs"]}
 
 
 def _table(results: dict, args) -> str:
