@@ -74,8 +74,9 @@ def main(argv=None) -> int:
         used, local = torch.unique(index, return_inverse=True)
         key_rows = key_maps.points[0].index_select(0, used)
         # the search's own unit of NEAR_TIE_FACTOR
-        inv_norm, unit = ex._rounding_unit(roi_feats, index, weight, key_maps)
-        key_hat = ex._to_points(roi_feats) * inv_norm[:, None]
+        key_points = ex._to_points(roi_feats)
+        inv_norm, unit = ex._rounding_unit(key_points, index, weight, key_maps)
+        key_hat = key_points * inv_norm[:, None]
         sample = torch.arange(0, points, args.stride)
         worst_all = worst_top = 0.0
         gaps = []

@@ -29,10 +29,10 @@ Deliberate differences from the published code (README "Differences"):
   default True; the neck output is returned to contiguous NCHW for the RoI ops): the same numbers up to the
   order of float sums, 0.75x to 0.79x the backbone time at 608x1008 on a 2-core CPU
   (benchmarks/README.md);
-* at test time (eval mode, no gradient, no forward hooks on them) the backbone and neck run as copies with each batch norm folded
-  into the convolution before it (``test_cfg.fold_batchnorm``, default True; :mod:`clab.models.folding`):
-  the same numbers up to the rounding of the folded weights and the order of float sums, without the batch
-  norms' passes over the feature maps (benchmarks/README.md);
+* at test time (eval mode, no gradient, no forward hooks on them) the backbone and neck run as copies
+  with each batch norm folded into the convolution before it (``test_cfg.fold_batchnorm``, default True;
+  :mod:`clab.models.folding`): the same numbers up to the rounding of the folded weights and the order of
+  float sums, without the batch norms' passes over the feature maps (benchmarks/README.md);
 * ``test_with_fix_stride`` keeps a window of exactly ``2 * num_left_ref_imgs + 1`` frames and refuses a
   duplicated lone reference (SPEC 1.11) instead of letting the window grow.
 """

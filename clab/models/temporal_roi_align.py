@@ -363,11 +363,10 @@ class TemporalRoIAlign(SingleRoIExtractor):
                 part = slice(start, start + chunk)
                 point_part = slice(start * roi_h * roi_w, (start + chunk) * roi_h * roi_w)
                 outs.append(self._aggregate_chunk(
-                    roi_feats[part], ref_maps,
+                    roi_feats[part], key_points[point_part], ref_maps,
                     found=None if found is None else [(v[:, point_part], i[:, point_part]) for v, i in found],
                     key_embed=None if taps is None or key_maps.embed_taps is None else
-                    (key_maps.embed_taps, taps[0][part], taps[1][part]),
-                    key_points=key_points[point_part]))
+                    (key_maps.embed_taps, taps[0][part], taps[1][part])))
             out = torch.cat(outs) if len(outs) > 1 else outs[0]
         return out.to(out_dtype)
 
@@ -440,7 +439,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
             key_rows = key_maps.points[0].index_select(0, used)  # (U, C)
             if key_points is None:
                 key_points = self._to_points(roi_feats)
-            inv_norm, unit = self._rounding_unit(roi_feats, index, weight, key_maps, key_points=key_points)
+            inv_norm, unit = self._rounding_unit(key_points, index, weight, key_maps)
             factor = NEAR_TIE_FACTOR if device.type == 'cpu' else UNMEASURED_NEAR_TIE_FACTOR
             tol = factor * unit
         tile = CPU_TABLE_TILE if device.type == 'cpu' else 0
@@ -452,8 +451,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
         found = []
         for maps in ref_maps:
             values, rows, near = search(key_rows, maps, local, weight, inv_norm, tol, top)
-            counts['near_ties'] += self._resolve_near_ties(roi_feats, maps, near, values, rows,
-                                                           key_points=key_points)
+            counts['near_ties'] += self._resolve_near_ties(key_points, maps, near, values, rows)
             found.append((values, rows))
         self.last_search = counts
         return found
@@ -547,8 +545,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
             del table
         return values, rows, near
 
-    def _rounding_unit(self, roi_feats: Tensor, index: Tensor, weight: Tensor, key_maps: ReferenceMaps,
-                       key_points: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _rounding_unit(self, key_points: Tensor, index: Tensor, weight: Tensor,
+                       key_maps: ReferenceMaps) -> tuple[Tensor, Tensor]:
         """How far a position-first cosine may round away from the direct one, per RoI point.
 
         Each C-term dot product rounds to about sqrt(C) eps of its size, and the position-first one sums
@@ -556,23 +554,20 @@ class TemporalRoIAlign(SingleRoIExtractor):
         is ``sqrt(C) eps (1 + spread)`` (``NEAR_TIE_FACTOR`` counts in it).
 
         Args:
-            roi_feats: Tensor[n, C, 7, 7], the key RoI features R.
+            key_points: Tensor[n*49, C], the key RoI features R as points (:meth:`_to_points`).
             index, weight: Tensor[n*49, T], the points' RoIAlign taps on ``key_maps``.
             key_maps: the key map, one-map :class:`ReferenceMaps`.
-            key_points: ``roi_feats`` as points (:meth:`_to_points`), if laid out already.
 
         Returns:
             ``1 / (||R_p|| + epsilon)`` and the unit, Tensor[n*49] each.
         """
-        if key_points is None:
-            key_points = self._to_points(roi_feats)
         inv_norm = 1.0 / (key_points.norm(p=2, dim=1) + self.epsilon)
         spread = (weight * key_maps.points[0].norm(p=2, dim=1)[index]).sum(dim=1) * inv_norm
-        unit = math.sqrt(roi_feats.size(1)) * torch.finfo(roi_feats.dtype).eps * (1 + spread)
+        unit = math.sqrt(key_points.size(1)) * torch.finfo(key_points.dtype).eps * (1 + spread)
         return inv_norm, unit
 
-    def _resolve_near_ties(self, roi_feats: Tensor, maps: ReferenceMaps, near: Tensor, values: Tensor,
-                           rows: Tensor, key_points: Tensor | None = None) -> int:
+    def _resolve_near_ties(self, key_points: Tensor, maps: ReferenceMaps, near: Tensor, values: Tensor,
+                           rows: Tensor) -> int:
         """Search the (map, point) pairs whose last kept similarity is within rounding of the next one
         again, directly on the RoI point (the published computation), and overwrite their top values and
         positions in place: there the order of float sums decides which position is kept, and the
@@ -586,11 +581,10 @@ class TemporalRoIAlign(SingleRoIExtractor):
         of 1 in 1,764 pairs of a test against the published search.
 
         Args:
-            roi_feats: Tensor[n, C, 7, 7], the key RoI features.
+            key_points: Tensor[n*49, C], the key RoI features as points (:meth:`_to_points`).
             maps: the stack searched, K maps.
             near: Tensor[K, n*49] bool, the pairs to search again.
             values, rows: Tensor[K, n*49, top], the search's result, updated in place.
-            key_points: ``roi_feats`` as points (:meth:`_to_points`), if laid out already.
 
         Returns:
             the number of pairs searched again.
@@ -599,8 +593,6 @@ class TemporalRoIAlign(SingleRoIExtractor):
         if pairs.numel() == 0:
             return 0
         with record_function('troi.near_ties'):
-            if key_points is None:
-                key_points = self._to_points(roi_feats)
             for k in pairs[:, 0].unique().tolist():
                 pts = pairs[pairs[:, 0] == k, 1]
                 chosen = key_points.index_select(0, pts)  # (m_k, C)
@@ -610,13 +602,13 @@ class TemporalRoIAlign(SingleRoIExtractor):
                 rows[k].index_copy_(0, pts, i)
         return int(pairs.size(0))
 
-    def _aggregate_chunk(self, roi_feats: Tensor, ref_maps: Sequence[ReferenceMaps],
+    def _aggregate_chunk(self, roi_feats: Tensor, key_points: Tensor, ref_maps: Sequence[ReferenceMaps],
                          found: Sequence[tuple[Tensor, Tensor]] | None = None,
-                         key_embed: tuple[Tensor, Tensor, Tensor] | None = None,
-                         key_points: Tensor | None = None) -> Tensor:
+                         key_embed: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
         """:meth:`aggregate` for a chunk of RoIs whose similarity block against each stack fits the bound.
 
-        Works on RoI points, Tensor[n*7*7, C] in (roi, y, x) order, and returns to Tensor[n, C, 7, 7].
+        Works on RoI points, ``key_points`` Tensor[n*7*7, C] (``roi_feats`` in (roi, y, x) order, laid out
+        by :meth:`aggregate`), and returns to Tensor[n, C, 7, 7].
         Each stack of K maps is searched at once: one batched product (K, n*49, h*w), one top-k over its
         last axis, one gather of the most-similar features and one gather (or conv) of their embeds.
 
@@ -626,14 +618,11 @@ class TemporalRoIAlign(SingleRoIExtractor):
             key_embed: (embed_taps Tensor[1, h*w, 9*C] of the key map, RoIAlign taps index and weight
                 Tensor[n, 7, 7, T] of this chunk's RoIs): the key RoIs' embed is gathered from the key
                 map's taps instead of convolved.
-            key_points: ``roi_feats`` as points (:meth:`_to_points`), if laid out already.
         """
         n, channels, roi_h, roi_w = roi_feats.shape
         points = n * roi_h * roi_w
         blocks = self.num_temporal_attention_blocks
         block_size = channels // max(blocks, 1)
-        if key_points is None:
-            key_points = self._to_points(roi_feats)  # (n*49, C)
         if found is None:
             key_hat = key_points / (key_points.norm(p=2, dim=1, keepdim=True) + self.epsilon)
         frames = [key_points[None]]  # tensors (K_s, n*49, C): the key, then each stack's most-similar
