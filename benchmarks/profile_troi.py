@@ -56,6 +56,8 @@ def main(argv=None) -> int:
     p.add_argument("--cpu-native", type=int, choices=(0, 1), default=None,
                    help="CPU_NATIVE_SEARCH of this tree: 1 the tiled search's top-k by the compiled kernel "
                         "where it builds, 0 by torch ops (default: the module's)")
+    p.add_argument("--cpu-embed-block", type=int, default=0,
+                   help="CPU_EMBED_BLOCK_POINTS of this tree's map-by-map attention logits (0: default)")
     args = p.parse_args(argv)
 
     import torch
@@ -73,6 +75,8 @@ def main(argv=None) -> int:
         temporal_roi_align.CPU_TABLE_TILE = args.cpu_tile
     if args.cpu_tile_elements:
         temporal_roi_align.CPU_TILE_ELEMENTS = args.cpu_tile_elements
+    if args.cpu_embed_block:
+        temporal_roi_align.CPU_EMBED_BLOCK_POINTS = args.cpu_embed_block
     if args.cpu_native is not None:
         temporal_roi_align.CPU_NATIVE_SEARCH = bool(args.cpu_native)
     if temporal_roi_align.CPU_NATIVE_SEARCH:

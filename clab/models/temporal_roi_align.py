@@ -80,6 +80,9 @@ CPU_POSITION_BLOCK_ELEMENTS = 2**22
 #: devices
 CPU_TABLE_TILE = 128
 CPU_TILE_ELEMENTS = 2**21
+#: on a CPU the attention logits of the cached path (TemporalRoIAlign._logits_by_maps) take one map at a
+#: time, and its points this many at a time (an embed block of 2 MB of float32 at 512 channels)
+CPU_EMBED_BLOCK_POINTS = 1024
 #: the tiled search's top-k by the compiled kernel (clab/models/csrc/tiled_search.cpp: a tile's bags stay
 #: in registers and update each point's running top, one pass) where it builds and reproduces the torch
 #: ops; False: embedding_bag, amax and the grouped top-k
@@ -358,6 +361,10 @@ class TemporalRoIAlign(SingleRoIExtractor):
                 key_maps = _maps_as(key_maps, dtype)
                 taps = self._roi_taps(rois, key_maps, dtype)  # (n, 7, 7, T) twice
                 found = self._search_by_positions(roi_feats, taps, key_maps, ref_maps, key_points=key_points)
+            logits = None
+            if (found is not None and key_maps.embed_taps is not None and self.num_temporal_attention_blocks > 0
+                    and all(m.embed_taps is not None for m in ref_maps)):
+                logits = self._logits_by_maps(roi_feats.shape, found, ref_maps, key_maps.embed_taps, taps)
             outs = []
             for start in range(0, n, chunk):
                 part = slice(start, start + chunk)
@@ -366,7 +373,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
                     roi_feats[part], key_points[point_part], ref_maps,
                     found=None if found is None else [(v[:, point_part], i[:, point_part]) for v, i in found],
                     key_embed=None if taps is None or key_maps.embed_taps is None else
-                    (key_maps.embed_taps, taps[0][part], taps[1][part])))
+                    (key_maps.embed_taps, taps[0][part], taps[1][part]),
+                    logits=None if logits is None else [x[:, point_part] for x in logits]))
             out = torch.cat(outs) if len(outs) > 1 else outs[0]
         return out.to(out_dtype)
 
@@ -410,9 +418,9 @@ class TemporalRoIAlign(SingleRoIExtractor):
         point, one grouped top-k per map (:func:`_topk_by_groups`), and the division by
         ``||R_p|| + epsilon`` on the top values only (it does not change their order). On a CPU each
         map's table is built and read in column tiles (:meth:`_search_stack_by_tiles`,
-        ``CPU_TABLE_TILE``); elsewhere, or with ``CPU_TABLE_TILE = 0``, maps are taken a
-        block at a time (:meth:`_search_stack_by_blocks`: as many whole maps as fit the bound, at least one: at 608x1008 one map's table,
-        2,394 x 2,432, is larger than the CPU bound) and points a block at a time so that a similarity
+        ``CPU_TABLE_TILE``); elsewhere, or with ``CPU_TABLE_TILE = 0``, maps are taken a block at a time
+        (:meth:`_search_stack_by_blocks`: as many whole maps as fit the bound, at least one: at 608x1008
+        one map's table, 2,394 x 2,432, is larger than the CPU bound) and points a block at a time so that a similarity
         block stays within the bound (on a CPU ``CPU_POSITION_BLOCK_ELEMENTS``, measured; see
         benchmarks/README.md). Pairs whose last kept value is within rounding of the next one are
         searched again directly (:meth:`_resolve_near_ties`).
@@ -602,9 +610,58 @@ class TemporalRoIAlign(SingleRoIExtractor):
                 rows[k].index_copy_(0, pts, i)
         return int(pairs.size(0))
 
+    def _logits_by_maps(self, shape: torch.Size, found: Sequence[tuple[Tensor, Tensor]],
+                        ref_maps: Sequence[ReferenceMaps], key_taps: Tensor,
+                        taps: tuple[Tensor, Tensor]) -> list[Tensor]:
+        """The attention logits of every frame, ``<E_k, E_0>`` per block of channels, one map at a time.
+
+        The embeds are gathered from the maps' ``embed_taps`` (:meth:`_embed_from_taps`) with the same
+        operations as in :meth:`_aggregate_chunk`, so the logits are the same bits; but all points read
+        one map's taps (44 MB at 608x1008) before the next map's, instead of each chunk of RoIs reading
+        every map's (617 MB for 14 maps), so the taps are read from the cache far more often. Points
+        go ``CPU_EMBED_BLOCK_POINTS`` at a time on a CPU (the embed block stays in a core's cache), all
+        at once elsewhere.
+
+        Args:
+            shape: (n, C, 7, 7), the key RoI features' shape.
+            found: per stack, the search's values and positions Tensor[K, n*49, top].
+            ref_maps: the stacks, each with ``embed_taps``.
+            key_taps: ``embed_taps`` of the key map, Tensor[1, h*w, 9*C].
+            taps: RoIAlign taps index and weight Tensor[n, 7, 7, T] of the RoIs on the key map.
+
+        Returns:
+            [Tensor[1, n*49, B] of the key, then Tensor[K, n*49, B] per stack], B blocks of C/B channels.
+        """
+        n, channels, roi_h, roi_w = shape
+        points = n * roi_h * roi_w
+        blocks = self.num_temporal_attention_blocks
+        block_size = channels // blocks
+        tap_idx, tap_weights = taps
+        with record_function('troi.embed'):
+            key_e = self._embed_from_taps(key_taps.view(-1, 9 * channels), tap_idx, tap_weights)
+            key_e = key_e.view(points, blocks, block_size)  # (n*49, B, C/B)
+            out = [(key_e * key_e).sum(dim=2)[None]]
+        rois = n if key_e.device.type != 'cpu' else max(1, CPU_EMBED_BLOCK_POINTS // (roi_h * roi_w))
+        for (values, idx), maps in zip(found, ref_maps):
+            with record_function('troi.embed'):
+                weights = values.softmax(dim=2)  # (K, n*49, top), as in _aggregate_chunk
+                top = idx.size(2)
+                logits = key_e.new_empty(maps.num_maps, points, blocks)
+                map_taps = maps.embed_taps.view(maps.num_maps, -1, 9 * channels)
+                for k in range(maps.num_maps):
+                    for r0 in range(0, n, rois):
+                        r1 = min(n, r0 + rois)
+                        p0, p1 = r0 * roi_h * roi_w, r1 * roi_h * roi_w
+                        embed = self._embed_from_taps(map_taps[k], idx[k, p0:p1].view(r1 - r0, roi_h, roi_w, top),
+                                                      weights[k, p0:p1].view(r1 - r0, roi_h, roi_w, top))
+                        logits[k, p0:p1] = embed.view(p1 - p0, blocks, block_size).mul_(key_e[p0:p1]).sum(dim=2)
+            out.append(logits)
+        return out
+
     def _aggregate_chunk(self, roi_feats: Tensor, key_points: Tensor, ref_maps: Sequence[ReferenceMaps],
                          found: Sequence[tuple[Tensor, Tensor]] | None = None,
-                         key_embed: tuple[Tensor, Tensor, Tensor] | None = None) -> Tensor:
+                         key_embed: tuple[Tensor, Tensor, Tensor] | None = None,
+                         logits: Sequence[Tensor] | None = None) -> Tensor:
         """:meth:`aggregate` for a chunk of RoIs whose similarity block against each stack fits the bound.
 
         Works on RoI points, ``key_points`` Tensor[n*7*7, C] (``roi_feats`` in (roi, y, x) order, laid out
@@ -618,6 +675,9 @@ class TemporalRoIAlign(SingleRoIExtractor):
             key_embed: (embed_taps Tensor[1, h*w, 9*C] of the key map, RoIAlign taps index and weight
                 Tensor[n, 7, 7, T] of this chunk's RoIs): the key RoIs' embed is gathered from the key
                 map's taps instead of convolved.
+            logits: the attention logits already computed (:meth:`_logits_by_maps`), this chunk's
+                points of each: [Tensor[1, n*49, B] of the key, then Tensor[K, n*49, B] per stack]; then
+                no embed is computed here and ``key_embed`` is not used.
         """
         n, channels, roi_h, roi_w = roi_feats.shape
         points = n * roi_h * roi_w
@@ -628,8 +688,9 @@ class TemporalRoIAlign(SingleRoIExtractor):
         frames = [key_points[None]]  # tensors (K_s, n*49, C): the key, then each stack's most-similar
         # per frame block b, <E_k, E_0> over its C/B channels: tensors (K_s, n*49, B) in frame order
         # (the frames' embeds E_k are not kept: each is used once, against the key's E_0)
-        logits = []
-        if blocks > 0:
+        given = logits is not None
+        logits = list(logits) if given else []
+        if blocks > 0 and not given:
             with record_function('troi.embed'):
                 if key_embed is None:
                     key_e = self._to_points(self._embed_conv(roi_feats))
@@ -659,7 +720,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
                                                per_sample_weights=weights.reshape(rows.shape),
                                                mode='sum').view(num_maps, points, channels)
             frames.append(most_similar)
-            if blocks == 0:
+            if blocks == 0 or given:
                 continue
             with record_function('troi.embed'):
                 if maps.embed_taps is None:
