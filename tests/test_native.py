@@ -128,17 +128,27 @@ def test_a_failed_build_leaves_the_torch_ops(monkeypatch, fresh_build):
 
 
 def test_nan_features_give_nan_values_as_the_torch_ops(kernel):
-    """A NaN in a table row makes the bags that read it NaN in that column: the kernel ranks NaN above every
-    number, as topk does, so those points keep the NaN first and then the same numbers as the torch ops."""
+    """A NaN in a table row makes the bags that read it with a nonzero weight NaN in that column: the kernel
+    ranks NaN above every number, as topk does, so those points keep the NaN first and then the same
+    numbers as the torch ops. Taps of weight 0 are skipped: a point that reads the row only with weight 0
+    gets the numbers of the same table with that entry finite (torch's 0 * NaN would make it NaN)."""
     table, local, weight = _case(torch.Generator().manual_seed(3), 3, 40, 300, 16)
+    weight[::3][local[::3] == 5] = 0  # every third point reads row 5 only with weight 0
     table[1, 5, 17] = float('nan')
     values, columns = kernel(table, local, weight, 3)
-    want_values, want_columns, _ = _torch_ops(table, local, weight, 3)
-    reads = (local == 5).any(dim=1)  # (a zero weight too: 0 * NaN is NaN)
-    assert bool(reads.any()) and bool(torch.isnan(values[reads, 0]).all())
+    reads = ((local == 5) & (weight != 0)).any(dim=1)
+    only_zero = (local == 5).any(dim=1) & ~reads
+    assert bool(reads.any()) and bool(only_zero.any())
+    assert bool(torch.isnan(values[reads, 0]).all())
     assert not bool(torch.isnan(values[~reads]).any())
-    assert torch.equal(torch.isnan(values), torch.isnan(want_values))
-    assert torch.equal(values[~reads], want_values[~reads])
+    want_values, want_columns, _ = _torch_ops(table, local, weight, 3)
+    assert torch.equal(torch.isnan(values[~only_zero]), torch.isnan(want_values[~only_zero]))
+    untouched = ~reads & ~only_zero
+    assert torch.equal(values[untouched], want_values[untouched])
+    finite = table.clone()
+    finite[1, 5, 17] = 0.5
+    finite_values = _torch_ops(finite, local, weight, 3)[0]
+    assert torch.equal(values[only_zero], finite_values[only_zero])
     assert bool((columns[reads, 0] == 128 + 17).all())
 
 

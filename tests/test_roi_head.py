@@ -747,6 +747,24 @@ def test_cached_attention_by_maps_and_bags_equals_the_chunked_frame_by_frame_att
     torch.testing.assert_close(outs[0], direct, rtol=1e-5, atol=1e-5)
 
 
+def test_merged_taps_sum_the_weights_of_each_row(gen):
+    """Taps on the same row become one tap of their summed weight, distinct rows first in increasing
+    order, the other slots weight 0; a bag over the merged taps is the bag over the taps up to rounding."""
+    index = torch.tensor([[3, 1, 3, 1, 2, 2, 2, 4], [5, 5, 5, 5, 5, 5, 5, 5]])
+    weight = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8], [1.0] * 8])
+    rows, weights = temporal_roi_align._merge_taps(index, weight)
+    assert rows.tolist() == [[1, 2, 3, 4, 1, 1, 1, 1], [5, 1, 1, 1, 1, 1, 1, 1]]
+    torch.testing.assert_close(weights, torch.tensor([[0.6, 1.8, 0.4, 0.8, 0, 0, 0, 0], [8.0, 0, 0, 0, 0, 0, 0, 0]]))
+    index = torch.randint(0, 9, (500, 16), generator=gen)
+    weight = torch.rand(500, 16, generator=gen)
+    rows, weights = temporal_roi_align._merge_taps(index, weight)
+    table = torch.randn(9, 40, generator=gen)
+    torch.testing.assert_close(F.embedding_bag(rows, table, per_sample_weights=weights, mode='sum'),
+                               F.embedding_bag(index, table, per_sample_weights=weight, mode='sum'))
+    distinct = torch.tensor([len(set(r)) for r in index.tolist()])
+    assert torch.equal((weights != 0).sum(dim=1), distinct)
+
+
 def test_grouped_topk_equals_topk(gen):
     """The top-k on the groups with the largest maxima gives torch.topk's values, and indices that hold
     them, also with many equal values and with fewer groups than k (plain topk)."""

@@ -182,14 +182,15 @@ def tiled_top() -> Callable[[Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]
 
 
 def _random_case(seed: int = 0) -> list[tuple[Tensor, Tensor, Tensor]]:
-    """Random tables for the checks: 3 tiles of 40 rows with 200 points of 16 taps (repeated taps and
-    all-zero weights among them), and a one-row table."""
+    """Random tables for the checks: 3 tiles of 40 rows with 200 points of 16 taps (repeated taps, all-zero
+    weights and zero-weight taps among them), and a one-row table."""
     gen = torch.Generator().manual_seed(seed)
     table = torch.randn(3, 40, TILE, generator=gen)
     local = torch.randint(0, 40, (200, 16), generator=gen)
     local[::11, 1] = local[::11, 0]
     weight = torch.rand(200, 16, generator=gen)
     weight[::17] = 0
+    weight[::5, 3:6] = 0  # zero-weight taps among others (the kernel skips them)
     return [(table, local, weight), (table[:, :1].contiguous(), torch.zeros(5, 16, dtype=torch.long), weight[:5])]
 
 

@@ -452,6 +452,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
             inv_norm, unit = self._rounding_unit(key_points, index, weight, key_maps)
             factor = NEAR_TIE_FACTOR if device.type == 'cpu' else UNMEASURED_NEAR_TIE_FACTOR
             tol = factor * unit
+            # a point's taps on the same key position as one tap (small RoIs' samples share positions)
+            local, weight = _merge_taps(local, weight)
         tile = CPU_TABLE_TILE if device.type == 'cpu' else 0
         if tile and _bags_are_elementwise(device.type, dtype, tile):
             search = functools.partial(self._search_stack_by_tiles, tile=tile)
@@ -895,6 +897,32 @@ def _kernel_order_reproduced(output_size: tuple[int, int], spatial_scale: float,
     got = roi_align_from_points(feat[0].flatten(1).t().contiguous(), rois, height, width, output_size,
                                 spatial_scale, sampling_ratio, aligned)
     return bool(torch.equal(got, expected))
+
+
+def _merge_taps(index: Tensor, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Each point's taps on the same row as one tap of their summed weight.
+
+    RoIAlign's 2x2 samples of a bin smaller than a map cell share bilinear corners, so a point's 16 taps
+    often name fewer rows. A bag over the merged taps is the same sum up to float rounding
+    (``(w1 + w2) x`` for ``w1 x + w2 x``), at the same cost for torch's ``embedding_bag``, and the
+    compiled search skips taps of weight 0, so it reads each row once.
+
+    Args:
+        index, weight: Tensor[P, T], rows and weights of each point's taps.
+
+    Returns:
+        index and weight Tensor[P, T]: per point its distinct rows in increasing order, each with the sum of
+        its weights (in tap order), then slots of weight 0 on row ``index.min()`` (any row of the table).
+    """
+    rows, order = index.sort(dim=1, stable=True)
+    weights = weight.gather(1, order)
+    first = torch.ones_like(rows, dtype=torch.bool)
+    first[:, 1:] = rows[:, 1:] != rows[:, :-1]
+    slot = first.cumsum(dim=1).sub_(1)  # (P, T): the merged tap each tap goes to
+    fill = int(index.min()) if index.numel() else 0
+    merged_rows = torch.full_like(index, fill).scatter_(1, slot, rows)
+    merged_weights = torch.zeros_like(weight).scatter_add_(1, slot, weights)
+    return merged_rows, merged_weights
 
 
 def _table_tiles(key_rows: Tensor, normed: Tensor, tile: int) -> Tensor:

@@ -8,7 +8,9 @@
 // (amax), then sums the best groups' bags again and runs three top-k calls.
 //
 // Each column is the chain acc = fma(w_t, row_t[c], acc) over the taps in order, from acc = 0: the
-// operations of embedding_bag's sum with per-sample weights, so the values are its values bit for bit.
+// operations of embedding_bag's sum with per-sample weights, so the values are its values bit for bit
+// (taps of weight 0 are skipped: they add exactly nothing where the table is finite; a table with an
+// infinity or NaN in a row of weight 0 is the one case where embedding_bag's NaN does not appear here).
 // Columns are visited in increasing order and a value enters only when it ranks above the kept-th, so
 // equal values keep the lowest column first (the order of a stable sort); a NaN ranks above every number,
 // as in torch.topk, so NaN features give NaN values here too. Python checks the result
@@ -78,16 +80,18 @@ __attribute__((target("avx512f"))) inline int64_t update(__m512 q0, __m512 q1, _
     return have;
 }
 
+// Points p0 .. p1 of one tile. index / weight hold each point's taps from p0 on, `taps` slots a point, of
+// which the first count[p - p0] are used.
 __attribute__((target("avx512f")))
-void points_of_tile(const float* rows, const int64_t* index, const float* weight, int64_t taps, int64_t p0,
-                    int64_t p1, int64_t first_column, int64_t kept, float* values, int64_t* columns,
-                    int64_t* have) {
+void points_of_tile(const float* rows, const int64_t* index, const float* weight, const int64_t* count,
+                    int64_t taps, int64_t p0, int64_t p1, int64_t first_column, int64_t kept, float* values,
+                    int64_t* columns, int64_t* have) {
     alignas(64) float member[kGroup];
     for (int64_t p = p0; p < p1; ++p) {
-        const int64_t* idx = index + p * taps;
-        const float* w = weight + p * taps;
+        const int64_t* idx = index + (p - p0) * taps;
+        const float* w = weight + (p - p0) * taps;
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        for (int64_t t = 0; t < taps; ++t) {
+        for (int64_t t = 0; t < count[p - p0]; ++t) {
             const float* row = rows + idx[t] * kTile;
             const __m512 wt = _mm512_set1_ps(w[t]);
             a0 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row), a0);
@@ -147,8 +151,25 @@ std::vector<torch::Tensor> tiled_top(torch::Tensor table, torch::Tensor index, t
     // each thread takes a range of points through every tile in turn, so that a tile (1.2 MB at U = 2,394)
     // stays in its core's cache while the range's bags read it
     at::parallel_for(0, points, 64, [&](int64_t p0, int64_t p1) {
+        // the range's taps of nonzero weight, in their order: a zero-weight tap adds nothing to a finite sum
+        // (fma(0, x, acc) is acc), so the bags are those of all taps bit for bit while the loads of rows
+        // that weigh nothing (the RoIAlign taps merged by the caller, samples outside the map) are skipped
+        std::vector<int64_t> range_index((p1 - p0) * taps), count(p1 - p0, 0);
+        std::vector<float> range_weight((p1 - p0) * taps);
+        for (int64_t p = p0; p < p1; ++p) {
+            int64_t c = 0;
+            for (int64_t t = 0; t < taps; ++t) {
+                const float wt = w[p * taps + t];
+                if (wt == 0.0f) continue;
+                range_index[(p - p0) * taps + c] = idx[p * taps + t];
+                range_weight[(p - p0) * taps + c] = wt;
+                ++c;
+            }
+            count[p - p0] = c;
+        }
         for (int64_t t = 0; t < tiles; ++t)
-            points_of_tile(tab + t * units * kTile, idx, w, taps, p0, p1, t * kTile, kept, vp, cp, have.data());
+            points_of_tile(tab + t * units * kTile, range_index.data(), range_weight.data(), count.data(), taps, p0,
+                           p1, t * kTile, kept, vp, cp, have.data());
     });
     return {values, columns};
 }
