@@ -248,8 +248,8 @@ class TemporalRoIAlign(SingleRoIExtractor):
             points = flat.transpose(1, 2).contiguous()  # (K, h*w, C)
             embed_taps = None
             if with_embed_taps:
-                # one map at a time: (9*C, h*w) products, stored position-major as (K, h*w, 9*C)
-                embed_taps = torch.stack([self._tap_products(flat[k]).t() for k in range(num_maps)])
+                # one map at a time: (h*w, 9*C) products, position-major
+                embed_taps = self._tap_products(flat)
         return ReferenceMaps(points=points, normed=normed.contiguous(), height=height, width=width,
                              embed_taps=embed_taps)
 
@@ -811,11 +811,15 @@ class TemporalRoIAlign(SingleRoIExtractor):
         bias = None if conv.bias is None else conv.bias.to(maps.dtype)
         return F.conv2d(maps, conv.weight.to(maps.dtype), bias, conv.stride, conv.padding, conv.dilation)
 
-    def _tap_products(self, flat_map: Tensor) -> Tensor:
-        """Tensor[C, P] map positions -> Tensor[9*C, P], row t*C + o = sum_c W[o, c, t // 3, t % 3] F[c]."""
-        weight = self.embed_network.conv.weight.to(flat_map.dtype)  # (C_out, C_in, 3, 3)
+    def _tap_products(self, flat: Tensor) -> Tensor:
+        """Tensor[K, C, P] maps -> Tensor[K, P, 9*C], entry (k, p, t*C + o) = sum_c W[o, c, t // 3, t % 3]
+        F_k[c, p]: one product a map, written position-major in place (no transposed copy)."""
+        weight = self.embed_network.conv.weight.to(flat.dtype)  # (C_out, C_in, 3, 3)
         taps_weight = weight.permute(2, 3, 0, 1).reshape(-1, weight.size(1))  # (9*C_out, C_in)
-        return taps_weight.mm(flat_map)
+        out = flat.new_empty(flat.size(0), flat.size(2), taps_weight.size(0))
+        for k in range(flat.size(0)):
+            torch.mm(flat[k].t(), taps_weight.t(), out=out[k])
+        return out
 
     def _embed_from_taps(self, taps: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
         """The embed conv of most-similar features, gathered from precomputed taps.
