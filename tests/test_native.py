@@ -1,6 +1,6 @@
-"""The compiled one-pass top-k of the tiled position-first search (clab/models/csrc/tiled_search.cpp)
-against the torch ops it replaces, bit for bit, and its guards: the build check, bad inputs, a failed
-build."""
+"""The compiled kernels (clab/models/csrc/tiled_search.cpp) against the torch ops they replace: the tiled
+position-first search's one-pass top-k bit for bit, the attention-logit bags within float rounding; and
+their guards: the build checks, bad inputs, a failed build."""
 from __future__ import annotations
 
 import pytest
@@ -42,10 +42,10 @@ def _torch_ops(table, local, weight, kept):
 @pytest.fixture
 def fresh_build():
     """The kernel's build and check run again in the test (their caches cleared), and again after it."""
-    for cached in (native._module, native.tiled_top):
+    for cached in (native._module, native.tiled_top, native.bag_logits):
         cached.cache_clear()
     yield
-    for cached in (native._module, native.tiled_top):
+    for cached in (native._module, native.tiled_top, native.bag_logits):
         cached.cache_clear()
 
 
@@ -125,6 +125,7 @@ def test_a_failed_build_leaves_the_torch_ops(monkeypatch, fresh_build):
     monkeypatch.setattr(cpp_extension, 'load', fail)
     with pytest.warns(RuntimeWarning, match='could not be built .*no compiler found.*keeps torch ops'):
         assert native.tiled_top() is None
+    assert native.bag_logits() is None
 
 
 def test_nan_features_give_nan_values_as_the_torch_ops(kernel):
@@ -181,3 +182,65 @@ def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatc
     with pytest.warns(RuntimeWarning, match='stale build lock'):
         native._remove_stale_lock('some_build')
     assert not lock.exists()
+
+
+@pytest.fixture
+def logits_kernel():
+    if not native._cpu_has_avx512():
+        pytest.skip('this CPU has no AVX-512: TRoI runs on torch ops')
+    k = native.bag_logits()
+    assert k is not None
+    return k
+
+
+def _bags(gen, rows, channels, points, most):
+    table = torch.randn(rows, channels, generator=gen)
+    counts = torch.randint(0, most + 1, (points,), generator=gen)
+    offsets = F.pad(counts.cumsum(0), (1, 0))[:-1]
+    index = torch.randint(0, rows, (int(counts.sum()),), generator=gen)
+    weight = torch.rand(index.numel(), generator=gen)
+    key = torch.randn(points, channels, generator=gen)
+    return table, index, weight, offsets, key
+
+
+@pytest.mark.parametrize('threads', [1, 2])
+def test_logits_kernel_matches_the_torch_ops(logits_kernel, threads):
+    """The 608x1008 embed-tap table of one map (2,394 x 9 rows of 512) and 980 points of up to 18 entries, 4
+    blocks; 192 channels in 3 blocks of 64 and in 1 of 192 (a part of 64 after one of 128); with and
+    without a bias; one and two threads: within float rounding of embedding_bag + bias, times the key,
+    summed per block."""
+    gen = torch.Generator().manual_seed(0)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for rows, channels, points, blocks in [(2394 * 9, 512, 980, 4), (50, 192, 77, 3), (50, 192, 77, 1)]:
+            table, index, weight, offsets, key = _bags(gen, rows, channels, points, 18)
+            for bias in (None, torch.randn(channels, generator=gen)):
+                got = logits_kernel(table, index, weight, offsets, bias, key, blocks)
+                want = native.bag_logits_by_ops(table, index, weight, offsets, bias, key, blocks)
+                assert got.shape == (points, blocks)
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max()))
+                empty = torch.cat([offsets[1:], torch.tensor([index.numel()])]) == offsets
+                assert bool(empty.any())  # an empty bag is the bias alone against the key
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_logits_kernel_refuses_bad_inputs(logits_kernel):
+    table, index, weight, offsets, key = _bags(torch.Generator().manual_seed(1), 10, 128, 6, 4)
+    with pytest.raises(RuntimeError, match='outside the table'):
+        logits_kernel(table, index + 10, weight, offsets, None, key, 4)
+    with pytest.raises(RuntimeError, match='offsets must rise'):
+        logits_kernel(table, index, weight, offsets.flip(0) + 1, None, key, 4)
+    with pytest.raises(RuntimeError, match='multiple of 16'):
+        logits_kernel(table, index, weight, offsets, None, key, 16)
+    with pytest.raises(RuntimeError, match='float32'):
+        logits_kernel(table.double(), index, weight, offsets, None, key, 4)
+    with pytest.raises(RuntimeError, match='one per key row'):
+        logits_kernel(table, index, weight, offsets[:-1], None, key, 4)
+
+
+def test_the_logits_check_rejects_a_kernel_that_differs(logits_kernel):
+    assert native._bag_logits_match_torch_ops(logits_kernel)
+    assert not native._bag_logits_match_torch_ops(lambda *args: logits_kernel(*args) * 1.001)
+    assert not native._bag_logits_match_torch_ops(lambda *args: logits_kernel(*args)[:-1])

@@ -719,11 +719,13 @@ def test_position_first_search_equals_the_direct_search_at_608x1008_map_size(sea
     torch.testing.assert_close(fast, direct, rtol=1e-5, atol=1e-5)
 
 
-def test_cached_attention_by_maps_and_bags_equals_the_chunked_frame_by_frame_attention(gen, monkeypatch):
+@pytest.mark.parametrize('channels', [16, 64])
+def test_cached_attention_by_maps_and_bags_equals_the_chunked_frame_by_frame_attention(gen, monkeypatch, channels):
     """The cached path's attention logits taken one map at a time (in blocks of 3 RoIs, or all at once:
     bitwise the same) and the attention summed as bags give the output of the chunk-by-chunk, frame-by-
-    frame computation within float rounding; several chunks here."""
-    extractor, roi_feats, cache, key_maps, rois = _position_first_case(gen, 12, 17, 16, 11, 3)
+    frame computation within float rounding; several chunks here. With 64 channels (blocks of 16) the
+    logits come from the compiled kernel where it builds, with 16 from torch ops."""
+    extractor, roi_feats, cache, key_maps, rois = _position_first_case(gen, 12, 17, channels, 11, 3)
     extractor.similarity_chunk_elements = 49 * 4 * 3 * 12 * 17  # 4 RoIs per chunk: 3 chunks
     calls = []
     by_maps = TemporalRoIAlign._logits_by_maps
@@ -732,6 +734,13 @@ def test_cached_attention_by_maps_and_bags_equals_the_chunked_frame_by_frame_att
         calls.append(1)
         return by_maps(self, *args, **kwargs)
 
+    kernel_calls = []
+    kernel = native.bag_logits()
+    if kernel is not None:
+        def counted_kernel(*args):
+            kernel_calls.append(1)
+            return kernel(*args)
+        monkeypatch.setattr(native, 'bag_logits', lambda: counted_kernel)
     outs = []
     with torch.no_grad():
         monkeypatch.setattr(TemporalRoIAlign, '_logits_by_maps', counted)
@@ -743,6 +752,7 @@ def test_cached_attention_by_maps_and_bags_equals_the_chunked_frame_by_frame_att
         chunked = extractor.aggregate(roi_feats, [cache, key_maps], rois=rois, key_maps=key_maps)
         direct = extractor.aggregate(roi_feats, [cache, key_maps])
     assert torch.equal(outs[0], outs[1])
+    assert bool(kernel_calls) == (kernel is not None and channels == 64)
     torch.testing.assert_close(outs[0], chunked, rtol=0, atol=2e-6 * float(chunked.abs().max()))
     torch.testing.assert_close(outs[0], direct, rtol=1e-5, atol=1e-5)
 

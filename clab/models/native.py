@@ -11,6 +11,12 @@ torch's extension cache (``TORCH_EXTENSIONS_DIR``, by default under ``~/.cache``
 builds it, otherwise the first use does). The kernel is None, with one warning, where it cannot be built
 (no C++ compiler) or where its results differ from the torch ops on this build, and silently on CPUs
 without AVX-512; the search then keeps the torch ops.
+
+:func:`bag_logits` (the same extension) is TRoI's attention logit of the cached path: per point its embed
+gathered as a bag of embed-tap rows, plus the bias, dotted with the key's embed per block of channels,
+without writing the embeds (the torch version, :func:`bag_logits_by_ops`, writes them, adds the bias,
+multiplies and sums). Its sums of the products run in another order than torch's, so its check allows float
+rounding; it is None in the same cases as :func:`tiled_top`.
 """
 from __future__ import annotations
 
@@ -179,6 +185,67 @@ def tiled_top() -> Callable[[Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]
                       stacklevel=2)
         return None
     return kernel
+
+
+def bag_logits_by_ops(table: Tensor, index: Tensor, weight: Tensor, offsets: Tensor, bias: Tensor | None,
+                      key: Tensor, blocks: int) -> Tensor:
+    """Per bag and block of channels, the dot product of the bag plus ``bias`` with the bag's key row, by torch
+    ops (``embedding_bag``, ``add_``, ``mul_``, ``sum``).
+
+    Args:
+        table: Tensor[R, C]; index, weight: Tensor[E], the bags' rows and weights; offsets: Tensor[P], where
+            each bag starts in ``index``; bias: Tensor[C] or None; key: Tensor[P, C]; blocks: B, dividing C.
+
+    Returns:
+        Tensor[P, B].
+    """
+    points, channels = key.shape
+    out = F.embedding_bag(index, table, offsets=offsets, per_sample_weights=weight, mode='sum')  # (P, C)
+    if bias is not None:
+        out = out.add_(bias)
+    return out.view(points, blocks, channels // blocks).mul_(key.view(points, blocks, -1)).sum(dim=2)
+
+
+@functools.lru_cache(maxsize=1)
+def bag_logits() -> Callable[[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor, int], Tensor] | None:
+    """The compiled :func:`bag_logits_by_ops` for float32 CPU tensors whose blocks are a multiple of 16
+    channels, ``(table, index, weight, offsets, bias, key, blocks) -> Tensor[P, B]``: the bags written
+    nowhere, their sums those of ``embedding_bag``, the dot products summed in another order (within float
+    rounding of the torch ops, checked on this build before it is used); or None (see the module
+    docstring)."""
+    module = _module()
+    if module is None:
+        return None
+
+    def kernel(table, index, weight, offsets, bias, key, blocks):
+        return module.bag_logits(table, index, weight, offsets, table.new_empty(0) if bias is None else bias,
+                                 key, blocks)
+
+    if not _bag_logits_match_torch_ops(kernel):
+        warnings.warn('clab: the compiled attention-logit kernel does not match the torch ops on this build; TRoI '
+                      'keeps torch ops (slower, the same values up to rounding)', RuntimeWarning, stacklevel=2)
+        return None
+    return kernel
+
+
+def _bag_logits_match_torch_ops(kernel) -> bool:
+    """Whether ``kernel`` matches :func:`bag_logits_by_ops` within float rounding on random bags of 0 to 18
+    entries (an empty one among them), 4 blocks of 128 and 2 of 48 channels, with and without a bias."""
+    gen = torch.Generator().manual_seed(0)
+    for channels, blocks in ((512, 4), (96, 2)):
+        table = torch.randn(60, channels, generator=gen)
+        counts = torch.randint(0, 19, (40,), generator=gen)
+        counts[3] = 0
+        offsets = F.pad(counts.cumsum(0), (1, 0))[:-1]
+        index = torch.randint(0, 60, (int(counts.sum()),), generator=gen)
+        weight = torch.rand(index.numel(), generator=gen)
+        key = torch.randn(40, channels, generator=gen)
+        for bias in (None, torch.randn(channels, generator=gen)):
+            got = kernel(table, index, weight, offsets, bias, key, blocks)
+            want = bag_logits_by_ops(table, index, weight, offsets, bias, key, blocks)
+            if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-5, atol=1e-5 * float(want.abs().max())):
+                return False
+    return True
 
 
 def _random_case(seed: int = 0) -> list[tuple[Tensor, Tensor, Tensor]]:

@@ -619,12 +619,12 @@ class TemporalRoIAlign(SingleRoIExtractor):
                         taps: tuple[Tensor, Tensor]) -> list[Tensor]:
         """The attention logits of every frame, ``<E_k, E_0>`` per block of channels, one map at a time.
 
-        The embeds are gathered from the maps' ``embed_taps`` (:meth:`_embed_from_taps`) with the same
-        operations as in :meth:`_aggregate_chunk`, so the logits are the same bits; but all points read
-        one map's taps (44 MB at 608x1008) before the next map's, instead of each chunk of RoIs reading
-        every map's (617 MB for 14 maps), so the taps are read from the cache far more often. Points
-        go ``CPU_EMBED_BLOCK_POINTS`` at a time on a CPU (the embed block stays in a core's cache), all
-        at once elsewhere.
+        The embeds are gathered from the maps' ``embed_taps`` as in :meth:`_aggregate_chunk`, but all
+        points read one map's taps (44 MB at 608x1008) before the next map's, instead of each chunk of
+        RoIs reading every map's (617 MB for 14 maps). Points go ``CPU_EMBED_BLOCK_POINTS`` at a time on
+        a CPU, all at once elsewhere. Each map's logits come from :meth:`_logits_from_taps`: the compiled
+        kernel where it applies (the same bags, the dot products summed in another order), else the
+        torch ops of :meth:`_aggregate_chunk` (the same bits).
 
         Args:
             shape: (n, C, 7, 7), the key RoI features' shape.
@@ -643,6 +643,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
         tap_idx, tap_weights = taps
         with record_function('troi.embed'):
             key_e = self._embed_from_taps(key_taps.view(-1, 9 * channels), tap_idx, tap_weights)
+            key_e_points = key_e
             key_e = key_e.view(points, blocks, block_size)  # (n*49, B, C/B)
             out = [(key_e * key_e).sum(dim=2)[None]]
         rois = n if key_e.device.type != 'cpu' else max(1, CPU_EMBED_BLOCK_POINTS // (roi_h * roi_w))
@@ -656,9 +657,9 @@ class TemporalRoIAlign(SingleRoIExtractor):
                     for r0 in range(0, n, rois):
                         r1 = min(n, r0 + rois)
                         p0, p1 = r0 * roi_h * roi_w, r1 * roi_h * roi_w
-                        embed = self._embed_from_taps(map_taps[k], idx[k, p0:p1].view(r1 - r0, roi_h, roi_w, top),
-                                                      weights[k, p0:p1].view(r1 - r0, roi_h, roi_w, top))
-                        logits[k, p0:p1] = embed.view(p1 - p0, blocks, block_size).mul_(key_e[p0:p1]).sum(dim=2)
+                        logits[k, p0:p1] = self._logits_from_taps(
+                            map_taps[k], idx[k, p0:p1].view(r1 - r0, roi_h, roi_w, top),
+                            weights[k, p0:p1].view(r1 - r0, roi_h, roi_w, top), key_e_points[p0:p1])
             out.append(logits)
         return out
 
@@ -838,19 +839,55 @@ class TemporalRoIAlign(SingleRoIExtractor):
             Tensor[n*7*7, C] in (roi, y, x) order, equal to ``embed_network`` of the most-similar
             features.
         """
-        n, roi_h, roi_w, top = idx.shape
         channels = taps.size(1) // 9
         rows = taps.view(-1, channels)  # (P*9, C), row 9*position + t
-        device = idx.device
-        source, tap, starts = _conv_taps_in_grid(roi_h, roi_w, device)
-        # one bag per output point: its valid taps, each with the top most-similar rows
-        bag_idx = (idx.reshape(n, -1, top).index_select(1, source) * 9 + tap[:, None]).view(-1)
-        bag_weights = weights.reshape(n, -1, top).index_select(1, source).view(-1)
-        offsets = ((torch.arange(n, device=device)[:, None] * source.numel() + starts) * top).view(-1)
+        bag_idx, bag_weights, offsets = _embed_bags(idx, weights)
         out = F.embedding_bag(bag_idx, rows, offsets=offsets, per_sample_weights=bag_weights,
                               mode='sum')  # (n*49, C)
         bias = self.embed_network.conv.bias
         return out if bias is None else out.add_(bias.to(out.dtype))
+
+    def _logits_from_taps(self, taps: Tensor, idx: Tensor, weights: Tensor, key_e: Tensor) -> Tensor:
+        """The attention logits ``<E, E_0>`` per block of the embed of most-similar features
+        (:meth:`_embed_from_taps`) against the key's embed ``key_e`` Tensor[n*49, C]: Tensor[n*49, B].
+
+        On a CPU with the compiled kernel (:func:`clab.models.native.bag_logits`: float32, blocks of a
+        multiple of 16 channels, no gradient) the embeds are never written; else torch ops.
+        """
+        channels = taps.size(1) // 9
+        rows = taps.view(-1, channels)
+        bag_idx, bag_weights, offsets = _embed_bags(idx, weights)
+        bias = self.embed_network.conv.bias
+        bias = None if bias is None else bias.to(rows.dtype)
+        blocks = self.num_temporal_attention_blocks
+        kernel = None
+        if (CPU_NATIVE_SEARCH and rows.device.type == 'cpu' and rows.dtype == torch.float32
+                and (channels // blocks) % 16 == 0
+                and not (torch.is_grad_enabled() and any(t.requires_grad for t in (rows, bag_weights, key_e)))
+                and not (torch.is_grad_enabled() and bias is not None and bias.requires_grad)):
+            kernel = native.bag_logits()
+        if kernel is not None:
+            return kernel(rows, bag_idx, bag_weights, offsets, bias, key_e, blocks)
+        return native.bag_logits_by_ops(rows, bag_idx, bag_weights, offsets, bias, key_e, blocks)
+
+
+def _embed_bags(idx: Tensor, weights: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The bags of embed-tap rows of :meth:`TemporalRoIAlign._embed_from_taps`: one per output point (roi, y,
+    x), its taps inside the RoI grid, each with the top most-similar rows.
+
+    Args:
+        idx, weights: Tensor[n, 7, 7, top], the most-similar rows (positions) and their weights.
+
+    Returns:
+        rows ``9 * position + tap`` and weights Tensor[E], and each bag's first entry Tensor[n*49].
+    """
+    n, roi_h, roi_w, top = idx.shape
+    device = idx.device
+    source, tap, starts = _conv_taps_in_grid(roi_h, roi_w, device)
+    bag_idx = (idx.reshape(n, -1, top).index_select(1, source) * 9 + tap[:, None]).view(-1)
+    bag_weights = weights.reshape(n, -1, top).index_select(1, source).view(-1)
+    offsets = ((torch.arange(n, device=device)[:, None] * source.numel() + starts) * top).view(-1)
+    return bag_idx, bag_weights, offsets
 
 
 @functools.lru_cache(maxsize=16)

@@ -17,10 +17,17 @@
 // against the torch ops on the running build before using it (clab/models/native.py). The kernel is
 // AVX-512 code, compiled for that instruction set alone and called only on CPUs that have it
 // (`available()`); elsewhere Python keeps the torch ops.
+//
+// bag_logits is TRoI's attention logit of the cached path (TemporalRoIAlign._logits_by_maps): per output
+// point the embed gathered as a bag of embed-tap rows, plus the bias, dotted with the key's embed per block
+// of channels, without writing the embeds (torch: embedding_bag, add_, mul_, sum). Its bags are
+// embedding_bag's sums; its dot products sum in another order than torch's sum, so it is checked against
+// the torch ops within float rounding.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -29,6 +36,7 @@ namespace {
 
 constexpr int64_t kTile = 128;   // columns of a tile (CPU_TABLE_TILE)
 constexpr int64_t kGroup = 64;   // columns of a group (TOPK_GROUP)
+constexpr int64_t kAhead = 2;   // bags ahead whose rows bag_logits prefetches
 
 // x ranks above y: larger, or NaN above any number (torch.topk's order; NaN does not rank above NaN).
 inline bool above(float x, float y) { return x > y || (x != x && y == y); }
@@ -110,6 +118,51 @@ void points_of_tile(const float* rows, const int64_t* index, const float* weight
     }
 }
 
+// One part of V * 16 channels (from column `part`) of a bag's block logit: the bag's part in V registers
+// (bag = sum_e weight[e] * table[index[e]], the fma chain in entry order from 0, as embedding_bag), plus
+// the bias, times the key, added into `dot`.
+template <int V>
+__attribute__((target("avx512f"))) inline __m512 bag_part(const float* table, int64_t channels,
+                                                          const int64_t* index, const float* weight, int64_t e0,
+                                                          int64_t e1, const float* bias, const float* key,
+                                                          int64_t part, __m512 dot) {
+    __m512 acc[V];
+    for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_ps();
+    for (int64_t e = e0; e < e1; ++e) {
+        const float* row = table + index[e] * channels + part;
+        const __m512 w = _mm512_set1_ps(weight[e]);
+        for (int v = 0; v < V; ++v) acc[v] = _mm512_fmadd_ps(w, _mm512_loadu_ps(row + 16 * v), acc[v]);
+    }
+    for (int v = 0; v < V; ++v) {
+        __m512 x = acc[v];
+        if (bias) x = _mm512_add_ps(x, _mm512_loadu_ps(bias + part + 16 * v));
+        dot = _mm512_fmadd_ps(x, _mm512_loadu_ps(key + part + 16 * v), dot);
+    }
+    return dot;
+}
+
+// The attention logit of one bag and one block of `width` channels (a multiple of 16) from column c0:
+// sum over c of (bias[c] + bag[c]) * key[c], taken 128 channels at a time, so that the accumulators stay
+// in 8 registers while the bag's rows stream through.
+__attribute__((target("avx512f")))
+float bag_block_logit(const float* table, int64_t channels, const int64_t* index, const float* weight, int64_t e0,
+                      int64_t e1, const float* bias, const float* key, int64_t c0, int64_t width) {
+    __m512 dot = _mm512_setzero_ps();
+    for (int64_t part = c0; part < c0 + width; part += kTile) {
+        switch (std::min<int64_t>(kTile, c0 + width - part) / 16) {
+            case 8: dot = bag_part<8>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
+            case 7: dot = bag_part<7>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
+            case 6: dot = bag_part<6>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
+            case 5: dot = bag_part<5>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
+            case 4: dot = bag_part<4>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
+            case 3: dot = bag_part<3>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
+            case 2: dot = bag_part<2>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
+            default: dot = bag_part<1>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
+        }
+    }
+    return _mm512_reduce_add_ps(dot);
+}
+
 }  // namespace
 
 bool available() { return __builtin_cpu_supports("avx512f"); }
@@ -174,8 +227,80 @@ std::vector<torch::Tensor> tiled_top(torch::Tensor table, torch::Tensor index, t
     return {values, columns};
 }
 
+// table: Tensor[R, C] float32; index: Tensor[E] int64 rows of the table; weight: Tensor[E] float32; offsets:
+// Tensor[P] int64, bag p holds entries offsets[p] .. offsets[p + 1] - 1 (the last up to E); bias: Tensor[C]
+// float32 or an empty tensor (none); key: Tensor[P, C] float32; blocks: B, dividing C into blocks of C / B
+// channels, a multiple of 16. Returns Tensor[P, B]: entry (p, b) = sum over the channels c of block b of
+// (bias[c] + bag_p[c]) * key[p, c], bag_p = sum_e weight[e] * table[index[e]] over bag p's entries: the
+// logits of embedding_bag (mode sum, per-sample weights) plus the bias, against the key, without writing
+// the bags. The bags are embedding_bag's sums; the products are summed in another order than torch's
+// (x * key).sum(), so the logits differ from those by float rounding.
+torch::Tensor bag_logits(torch::Tensor table, torch::Tensor index, torch::Tensor weight, torch::Tensor offsets,
+                         torch::Tensor bias, torch::Tensor key, int64_t blocks) {
+    TORCH_CHECK(available(), "bag_logits needs a CPU with AVX-512");
+    TORCH_CHECK(table.dim() == 2 && key.dim() == 2 && table.size(1) == key.size(1),
+                "table must be Tensor[R, C] and key Tensor[P, C]");
+    TORCH_CHECK(table.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat &&
+                key.scalar_type() == torch::kFloat, "table, weight and key must be float32");
+    TORCH_CHECK(index.scalar_type() == torch::kLong && offsets.scalar_type() == torch::kLong,
+                "index and offsets must be int64");
+    TORCH_CHECK(index.dim() == 1 && weight.dim() == 1 && index.size(0) == weight.size(0),
+                "index and weight must be Tensor[E]");
+    TORCH_CHECK(offsets.dim() == 1 && offsets.size(0) == key.size(0), "offsets must be Tensor[P], one per key row");
+    const int64_t channels = table.size(1), points = key.size(0), entries = index.size(0);
+    TORCH_CHECK(blocks >= 1 && channels % blocks == 0 && (channels / blocks) % 16 == 0,
+                "blocks must divide the channels into blocks of a multiple of 16");
+    const bool with_bias = bias.numel() > 0;
+    TORCH_CHECK(!with_bias || (bias.scalar_type() == torch::kFloat && bias.numel() == channels),
+                "bias must be Tensor[C] float32 or empty");
+    TORCH_CHECK(table.device().is_cpu() && index.device().is_cpu() && weight.device().is_cpu() &&
+                offsets.device().is_cpu() && bias.device().is_cpu() && key.device().is_cpu(),
+                "bag_logits runs on CPU tensors");
+    table = table.contiguous();
+    index = index.contiguous();
+    weight = weight.contiguous();
+    offsets = offsets.contiguous();
+    bias = bias.contiguous();
+    key = key.contiguous();
+    if (entries > 0) {
+        const int64_t lo = index.min().item<int64_t>(), hi = index.max().item<int64_t>();
+        TORCH_CHECK(lo >= 0 && hi < table.size(0), "index holds rows outside the table");
+    }
+    const int64_t* off = offsets.data_ptr<int64_t>();
+    for (int64_t p = 0; p < points; ++p) {
+        const int64_t end = p + 1 < points ? off[p + 1] : entries;
+        TORCH_CHECK(off[p] >= 0 && off[p] <= end && end <= entries, "offsets must rise from 0 to at most E");
+    }
+    auto out = torch::empty({points, blocks}, key.options());
+    const float* tab = table.data_ptr<float>();
+    const int64_t* idx = index.data_ptr<int64_t>();
+    const float* w = weight.data_ptr<float>();
+    const float* b = with_bias ? bias.data_ptr<float>() : nullptr;
+    const float* k = key.data_ptr<float>();
+    float* o = out.data_ptr<float>();
+    const int64_t width = channels / blocks;
+    at::parallel_for(0, points, 16, [&](int64_t p0, int64_t p1) {
+        for (int64_t p = p0; p < p1; ++p) {
+            const int64_t end = p + 1 < points ? off[p + 1] : entries;
+            if (p + kAhead < p1) {
+                const int64_t a0 = off[p + kAhead], a1 = p + kAhead + 1 < points ? off[p + kAhead + 1] : entries;
+                for (int64_t e = a0; e < a1; ++e) {
+                    const char* row = reinterpret_cast<const char*>(tab + idx[e] * channels);
+                    for (int64_t line = 0; line < channels * 4; line += 64) _mm_prefetch(row + line, _MM_HINT_T1);
+                }
+            }
+            for (int64_t block = 0; block < blocks; ++block)
+                o[p * blocks + block] = bag_block_logit(tab, channels, idx, w, off[p], end, b, k + p * channels,
+                                                        block * width, width);
+        }
+    });
+    return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     m.def("available", &available, "whether this CPU runs the kernel (AVX-512)");
     m.def("tiled_top", &tiled_top,
           "per point, the kept largest values of its weighted bag of table rows over all tiles, and their columns");
+    m.def("bag_logits", &bag_logits,
+          "per bag and block of channels, the dot product of the bag (plus a bias) with the bag's key row");
 }
