@@ -5,7 +5,7 @@ On a shared machine the speed drifts (up to 1.9x within minutes on the 2-core CP
 so two separate timings say little. Here each pair runs the same case once on each tree, back to back, in
 alternating order (the baseline first in odd pairs, this tree first in even ones); the ratio of each pair
 (this tree / baseline) sees nearly the same machine, and their mean over ``--pairs`` pairs comes with an
-interval. Both trees run this tree's ``bench_detector.py`` (copied into the other checkouts), so they are
+interval, as does their geometric mean (the t-interval of the log ratios). Both trees run this tree's ``bench_detector.py`` (copied into the other checkouts), so they are
 measured the same way; each runs its own model code and configs. ``--revision`` measures a committed
 revision from its own checkout instead of the working tree.
 
@@ -69,6 +69,19 @@ def _run(tree: str, script: str, bench_args: list[str], out: str) -> dict:
         return json.load(f)
 
 
+def geometric_summary(ratios: list[float]) -> dict:
+    """The geometric mean of positive ratios and its 95% interval: Student's t on their logarithms,
+    mapped back. A ratio of times is summarised better on the log scale than by its arithmetic mean, which
+    a few slow pairs pull up: there a pair at 2x and one at 0.5x cancel."""
+    import math
+
+    from clab.evaluation.stats import seed_summary
+    if any(r <= 0 for r in ratios):
+        raise ValueError("bench_pairs: time ratios must be positive")
+    s = seed_summary([math.log(r) for r in ratios])
+    return dict(mean=math.exp(s["mean"]), ci_low=math.exp(s["ci_low"]), ci_high=math.exp(s["ci_high"]), n=s["n"])
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, ROOT)
@@ -118,10 +131,13 @@ def main(argv=None) -> int:
         shutil.rmtree(work, ignore_errors=True)
     summary = {name: seed_summary([r[key] for r in runs]) for name, key in
                (("wall", "ratio"), ("process_cpu", "cpu_ratio"))}
+    summary.update({f"{name}_geometric": geometric_summary([r[key] for r in runs]) for name, key in
+                    (("wall", "ratio"), ("process_cpu", "cpu_ratio"))})
     measured = args.revision or "this tree"
     for name, s in summary.items():
-        print(f"{name} ratio ({measured} / {args.baseline}): mean {s['mean']:.3f}, 95% interval "
-              f"{s['ci_low']:.3f} to {s['ci_high']:.3f}, {s['n']} pairs")
+        kind = "geometric mean" if name.endswith("_geometric") else "mean"
+        print(f"{name.replace('_geometric', '')} ratio ({measured} / {args.baseline}): {kind} {s['mean']:.3f}, "
+              f"95% interval {s['ci_low']:.3f} to {s['ci_high']:.3f}, {s['n']} pairs")
     if args.out:
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
         atomic_write_json(args.out, dict(baseline=args.baseline, revision=args.revision, case=args.case_name,
