@@ -54,8 +54,8 @@ def main(argv=None) -> int:
     p.add_argument("--cpu-tile-elements", type=int, default=0,
                    help="CPU_TILE_ELEMENTS of this tree's position-first search (0: default)")
     p.add_argument("--cpu-native", type=int, choices=(0, 1), default=None,
-                   help="CPU_NATIVE_SEARCH of this tree: 1 the tiled search's top-k by the compiled kernel "
-                        "where it builds, 0 by torch ops (default: the module's)")
+                   help="CPU_NATIVE_SEARCH of this tree: 1 the tiled search's top-k and the attention logits "
+                        "by the compiled kernels where they build, 0 by torch ops (default: the module's)")
     p.add_argument("--cpu-embed-block", type=int, default=0,
                    help="CPU_EMBED_BLOCK_POINTS of this tree's map-by-map attention logits (0: default)")
     args = p.parse_args(argv)

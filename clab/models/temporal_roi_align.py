@@ -85,7 +85,9 @@ CPU_TILE_ELEMENTS = 2**21
 CPU_EMBED_BLOCK_POINTS = 1024
 #: the tiled search's top-k by the compiled kernel (clab/models/csrc/tiled_search.cpp: a tile's bags stay
 #: in registers and update each point's running top, one pass) where it builds and reproduces the torch
-#: ops; False: embedding_bag, amax and the grouped top-k
+#: ops, and the cached path's attention logits by the compiled bag_logits where it builds and matches the
+#: torch ops within rounding; False: torch ops for both (embedding_bag, amax and the grouped top-k;
+#: embedding_bag, add_, mul_ and sum)
 CPU_NATIVE_SEARCH = True
 #: near ties of the position-first search: a pair whose last kept similarity is within
 #: NEAR_TIE_FACTOR * sqrt(C) * eps * (1 + spread) of the next one is searched again directly. On the
