@@ -5,8 +5,9 @@ On a shared machine the speed drifts (up to 1.9x within minutes on the 2-core CP
 so two separate timings say little. Here each pair runs the same case once on each tree, back to back, in
 alternating order (the baseline first in odd pairs, this tree first in even ones); the ratio of each pair
 (this tree / baseline) sees nearly the same machine, and their mean over ``--pairs`` pairs comes with an
-interval, as does their geometric mean (the t-interval of the log ratios). Both trees run this tree's ``bench_detector.py`` (copied into the other checkouts), so they are
-measured the same way; each runs its own model code and configs. ``--revision`` measures a committed
+interval, as does their geometric mean (the t-interval of the log ratios). Both trees run this tree's
+``bench_detector.py`` (copied into the other checkouts), so they are measured the same way; each runs its
+own model code and configs. ``--revision`` measures a committed
 revision from its own checkout instead of the working tree.
 
 Usage::
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -73,8 +75,6 @@ def geometric_summary(ratios: list[float]) -> dict:
     """The geometric mean of positive ratios and its 95% interval: Student's t on their logarithms,
     mapped back. A ratio of times is summarised better on the log scale than by its arithmetic mean, which
     a few slow pairs pull up: there a pair at 2x and one at 0.5x cancel."""
-    import math
-
     from clab.evaluation.stats import seed_summary
     if any(r <= 0 for r in ratios):
         raise ValueError("bench_pairs: time ratios must be positive")

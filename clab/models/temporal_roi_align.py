@@ -644,10 +644,9 @@ class TemporalRoIAlign(SingleRoIExtractor):
         block_size = channels // blocks
         tap_idx, tap_weights = taps
         with record_function('troi.embed'):
-            key_e = self._embed_from_taps(key_taps.view(-1, 9 * channels), tap_idx, tap_weights)
-            key_e_points = key_e
-            key_e = key_e.view(points, blocks, block_size)  # (n*49, B, C/B)
-            out = [(key_e * key_e).sum(dim=2)[None]]
+            key_e = self._embed_from_taps(key_taps.view(-1, 9 * channels), tap_idx, tap_weights)  # (n*49, C)
+            key_blocks = key_e.view(points, blocks, block_size)
+            out = [(key_blocks * key_blocks).sum(dim=2)[None]]
         rois = n if key_e.device.type != 'cpu' else max(1, CPU_EMBED_BLOCK_POINTS // (roi_h * roi_w))
         for (values, idx), maps in zip(found, ref_maps):
             with record_function('troi.embed'):
@@ -661,7 +660,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
                         p0, p1 = r0 * roi_h * roi_w, r1 * roi_h * roi_w
                         logits[k, p0:p1] = self._logits_from_taps(
                             map_taps[k], idx[k, p0:p1].view(r1 - r0, roi_h, roi_w, top),
-                            weights[k, p0:p1].view(r1 - r0, roi_h, roi_w, top), key_e_points[p0:p1])
+                            weights[k, p0:p1].view(r1 - r0, roi_h, roi_w, top), key_e[p0:p1])
             out.append(logits)
         return out
 
@@ -690,14 +689,14 @@ class TemporalRoIAlign(SingleRoIExtractor):
         n, channels, roi_h, roi_w = roi_feats.shape
         points = n * roi_h * roi_w
         blocks = self.num_temporal_attention_blocks
+        if logits is not None and blocks > 0:
+            return self._attend_by_bags(roi_feats.shape, key_points, ref_maps, found, logits)
         block_size = channels // max(blocks, 1)
         if found is None:
             key_hat = key_points / (key_points.norm(p=2, dim=1, keepdim=True) + self.epsilon)
         frames = [key_points[None]]  # tensors (K_s, n*49, C): the key, then each stack's most-similar
         # per frame block b, <E_k, E_0> over its C/B channels: tensors (K_s, n*49, B) in frame order
         # (the frames' embeds E_k are not kept: each is used once, against the key's E_0)
-        if logits is not None and blocks > 0:
-            return self._attend_by_bags(roi_feats.shape, key_points, ref_maps, found, logits)
         logits = []
         if blocks > 0:
             with record_function('troi.embed'):
@@ -782,7 +781,7 @@ class TemporalRoIAlign(SingleRoIExtractor):
         block_size = channels // blocks
         with record_function('troi.attention'):
             # softmax over the K+1 frames (the key included) of the scaled dot products: (K+1, n*49, B)
-            alpha = (torch.cat(list(logits)) / math.sqrt(block_size)).softmax(dim=0)
+            alpha = (torch.cat(logits) / math.sqrt(block_size)).softmax(dim=0)
             out = key_points.view(points, blocks, block_size) * alpha[0].unsqueeze(2)
         block_ids = torch.arange(blocks, device=key_points.device)
         first = 1
@@ -863,10 +862,10 @@ class TemporalRoIAlign(SingleRoIExtractor):
         bias = None if bias is None else bias.to(rows.dtype)
         blocks = self.num_temporal_attention_blocks
         kernel = None
+        needs_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (rows, bag_weights, key_e, bias))  # the kernel has no backward
         if (CPU_NATIVE_SEARCH and rows.device.type == 'cpu' and rows.dtype == torch.float32
-                and (channels // blocks) % 16 == 0
-                and not (torch.is_grad_enabled() and any(t.requires_grad for t in (rows, bag_weights, key_e)))
-                and not (torch.is_grad_enabled() and bias is not None and bias.requires_grad)):
+                and (channels // blocks) % 16 == 0 and not needs_grad):
             kernel = native.bag_logits()
         if kernel is not None:
             return kernel(rows, bag_idx, bag_weights, offsets, bias, key_e, blocks)
