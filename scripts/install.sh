@@ -54,6 +54,6 @@ fi
 # the position-first search's compiled kernel (clab/models/native.py): built once per machine and kernel
 # version (seconds), so that the first test frame does not build it; where it cannot be built or run, the
 # search keeps torch ops
-KERNEL_STATE="$("$PY" -c 'import warnings; warnings.simplefilter("ignore"); from clab.models import native; print("ready" if native.tiled_top() else "not used on this machine (torch ops)")')"
+KERNEL_STATE="$("$PY" -c 'import warnings; warnings.simplefilter("ignore"); from clab.models import native; print(f"ready ({native.cpu_isas()[0]})" if native.tiled_top() else "not used on this machine (torch ops)")')"
 log "compiled search kernel: $KERNEL_STATE"
 log "ready: $("$PY" -c 'import importlib.metadata as m; print(", ".join(f"{p} {m.version(p)}" for p in ("torch", "mmcv-full", "mmdet", "clab")))')"

@@ -10,13 +10,18 @@ import torch.nn.functional as F
 from clab.models import native
 
 
-@pytest.fixture
-def kernel():
-    """The kernel; on a CPU with AVX-512 it must build and pass its check (the kit's install needs a C++
-    compiler for mmcv anyway)."""
-    if not native._cpu_has_avx512():
-        pytest.skip('this CPU has no AVX-512: the search runs on torch ops')
-    k = native.tiled_top()
+def _needs(isa):
+    if isa not in native.cpu_isas():
+        pytest.skip(f'this CPU does not run {isa} (it runs {", ".join(native.cpu_isas()) or "neither set"}): '
+                    'torch ops there')
+
+
+@pytest.fixture(params=native.ISAS)
+def kernel(request):
+    """The kernel in each instruction set that this CPU runs; there it must build and pass its check (the
+    kit's install needs a C++ compiler for mmcv anyway)."""
+    _needs(request.param)
+    k = native.tiled_top(request.param)
     assert k is not None
     return k
 
@@ -123,6 +128,7 @@ def test_a_failed_build_leaves_the_torch_ops(monkeypatch, fresh_build):
         raise RuntimeError('Error building extension\nno compiler found')
 
     monkeypatch.setattr(cpp_extension, 'load', fail)
+    monkeypatch.setattr(native, 'cpu_isas', lambda: ('avx2',))  # a CPU where the build is tried
     with pytest.warns(RuntimeWarning, match='could not be built .*no compiler found.*keeps torch ops'):
         assert native.tiled_top() is None
     assert native.bag_logits() is None
@@ -153,17 +159,40 @@ def test_nan_features_give_nan_values_as_the_torch_ops(kernel):
     assert bool((columns[reads, 0] == 128 + 17).all())
 
 
-def test_no_avx512_means_the_torch_ops_without_a_warning(monkeypatch, recwarn, fresh_build):
-    monkeypatch.setattr(native, '_cpu_has_avx512', lambda: False)
-    assert native.tiled_top() is None
+def test_a_cpu_without_the_instruction_sets_means_the_torch_ops_without_a_warning(monkeypatch, recwarn,
+                                                                                   fresh_build):
+    monkeypatch.setattr(native, 'cpu_isas', lambda: ())
+    assert native.tiled_top() is None and native.bag_logits() is None
     assert not [w for w in recwarn if 'clab' in str(w.message)]
 
 
+def test_the_best_instruction_set_is_the_default_and_one_the_cpu_lacks_gives_none(monkeypatch, fresh_build):
+    _needs('avx2')
+    assert native._chosen_isa(None) == native.cpu_isas()[0]
+    monkeypatch.setattr(native, 'cpu_isas', lambda: ('avx2',))  # as on an AVX2-only CPU
+    assert native._chosen_isa(None) == 'avx2'
+    assert native.tiled_top('avx512') is None and native.bag_logits('avx512') is None
+    assert native.tiled_top() is not None
+    with pytest.raises(ValueError, match="isa must be one of .*'sse'"):
+        native.tiled_top('sse')
+
+
+def test_the_extension_refuses_an_unknown_instruction_set(monkeypatch):
+    _needs('avx2')
+    module = native._module()
+    assert module.supports('avx2') and module.supports('avx512') == ('avx512' in native.cpu_isas())
+    table, local, weight = _case(torch.Generator().manual_seed(1), 2, 10, 8, 16)
+    with pytest.raises(RuntimeError, match="isa must be 'avx512' or 'avx2', not 'sse'"):
+        module.tiled_top(table, local, weight, 3, 'sse')
+    if 'avx512' not in native.cpu_isas():
+        with pytest.raises(RuntimeError, match='this CPU does not run avx512'):
+            module.tiled_top(table, local, weight, 3, 'avx512')
+
+
 def test_a_kernel_failing_its_check_is_not_used(monkeypatch, fresh_build):
-    if not native._cpu_has_avx512():
-        pytest.skip('this CPU has no AVX-512: the search runs on torch ops')
+    _needs('avx2')
     monkeypatch.setattr(native, '_reproduces_torch_ops', lambda kernel: False)
-    with pytest.warns(RuntimeWarning, match='does not reproduce the torch ops'):
+    with pytest.warns(RuntimeWarning, match=r'\(avx.*\) does not reproduce the torch ops'):
         assert native.tiled_top() is None
 
 
@@ -184,11 +213,10 @@ def test_a_stale_build_lock_is_removed_and_a_fresh_one_kept(tmp_path, monkeypatc
     assert not lock.exists()
 
 
-@pytest.fixture
-def logits_kernel():
-    if not native._cpu_has_avx512():
-        pytest.skip('this CPU has no AVX-512: TRoI runs on torch ops')
-    k = native.bag_logits()
+@pytest.fixture(params=native.ISAS)
+def logits_kernel(request):
+    _needs(request.param)
+    k = native.bag_logits(request.param)
     assert k is not None
     return k
 
@@ -244,3 +272,18 @@ def test_the_logits_check_rejects_a_kernel_that_differs(logits_kernel):
     assert native._bag_logits_match_torch_ops(logits_kernel)
     assert not native._bag_logits_match_torch_ops(lambda *args: logits_kernel(*args) * 1.001)
     assert not native._bag_logits_match_torch_ops(lambda *args: logits_kernel(*args)[:-1])
+
+
+def test_the_package_data_ships_every_kernel_source():
+    """An installed (non-editable) kit must hold every file that the build compiles or includes: each file
+    in ``csrc`` matches one of the package-data patterns of ``pyproject.toml``."""
+    import fnmatch
+    import os
+    import tomllib
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, 'pyproject.toml'), 'rb') as f:
+        patterns = tomllib.load(f)['tool']['setuptools']['package-data']['clab.models']
+    sources = sorted(os.listdir(native.CSRC))
+    assert 'tiled_search.cpp' in sources and 'tiled_search_simd.inc' in sources
+    assert [s for s in sources if not any(fnmatch.fnmatch(f'csrc/{s}', p) for p in patterns)] == []

@@ -2,7 +2,8 @@
 torch ops it replaces before it is used.
 
 :func:`tiled_top` is the tiled position-first search's top-k in one pass over the table tiles
-(``csrc/tiled_search.cpp``, AVX-512 code, used on CPUs that have it): each point's 16-tap bag over a
+(``csrc/tiled_search.cpp``, in AVX-512 and in AVX2 + FMA code, the best that the CPU runs, see
+:func:`cpu_isas`): each point's 16-tap bag over a
 tile stays in registers and updates the point's running top values only from the columns that beat them;
 nothing of the bags is written. The torch version (:func:`tile_maxima_by_bags`, then
 :func:`tile_top_by_ops`) writes every bag, reads them back for the group maxima, sums the best groups'
@@ -10,7 +11,8 @@ bags again and runs three top-k calls. The extension is built once per machine a
 torch's extension cache (``TORCH_EXTENSIONS_DIR``, by default under ``~/.cache``; ``scripts/install.sh``
 builds it, otherwise the first use does). The kernel is None, with one warning, where it cannot be built
 (no C++ compiler) or where its results differ from the torch ops on this build, and silently on CPUs
-without AVX-512; the search then keeps the torch ops.
+without either instruction set (or off x86-64); the search then keeps the torch ops. Both sets give the same
+bits (a lane's fused multiply-add is one operation in both); ``isa`` picks one, e.g. for the tests.
 
 :func:`bag_logits` (the same extension) is TRoI's attention logit of the cached path: per point its embed
 gathered as a bag of embed-tap rows, plus the bias, dotted with the key's embed per block of channels,
@@ -106,18 +108,41 @@ def top_of_members(members: Tensor, best: Tensor, kept: int, group: int) -> tupl
     return values, index.add_(j % group)
 
 
-def _cpu_has_avx512() -> bool:
-    """Whether this is an x86-64 CPU with AVX-512 (torch's own dispatch level), where the kernel can run."""
-    return (platform.machine().lower() in ('x86_64', 'amd64')
-            and torch.backends.cpu.get_cpu_capability().startswith('AVX512'))
+#: the kernels' instruction sets, best first: AVX-512 (F), AVX2 with FMA
+ISAS = ('avx512', 'avx2')
 
 
-def _build_name(source: str) -> str:
-    """The extension's name in torch's cache: one per kernel source and torch version, so that checkouts
-    of other versions neither rebuild it nor load each other's build."""
-    with open(source, 'rb') as f:
-        digest = hashlib.sha1(f.read() + torch.__version__.encode()).hexdigest()[:12]
-    return f'clab_tiled_search_{digest}'
+def cpu_isas() -> tuple[str, ...]:
+    """The kernels' instruction sets (of :data:`ISAS`) that this CPU runs, best first, as torch's own
+    dispatch level sees it (``ATEN_CPU_CAPABILITY=avx2`` limits both): ``('avx512', 'avx2')``,
+    ``('avx2',)`` or ``()`` (off x86-64, or below AVX2, where the torch ops stay)."""
+    if platform.machine().lower() not in ('x86_64', 'amd64'):
+        return ()
+    level = torch.backends.cpu.get_cpu_capability().upper()
+    if level.startswith('AVX512'):
+        return ISAS
+    return ('avx2',) if level.startswith('AVX2') else ()
+
+
+def _chosen_isa(isa: str | None) -> str | None:
+    """``isa``, or the best that this CPU runs where it is None; None where the CPU does not run it."""
+    if isa is not None and isa not in ISAS:
+        raise ValueError(f'isa must be one of {ISAS} or None, not {isa!r}')
+    runs = cpu_isas()
+    if isa is None:
+        return runs[0] if runs else None
+    return isa if isa in runs else None
+
+
+def _build_name(sources: list[str]) -> str:
+    """The extension's name in torch's cache: one per kernel source text (all of ``sources``, the included
+    vector code too) and torch version, so that checkouts of other versions neither rebuild it nor load each
+    other's build."""
+    digest = hashlib.sha1(torch.__version__.encode())
+    for source in sources:
+        with open(source, 'rb') as f:
+            digest.update(f.read())
+    return f'clab_tiled_search_{digest.hexdigest()[:12]}'
 
 
 #: a build lock older than this is left by a process that died while building (a build takes seconds)
@@ -143,14 +168,15 @@ def _remove_stale_lock(name: str) -> None:
 
 @functools.lru_cache(maxsize=1)
 def _module():
-    """The built extension (``csrc/tiled_search.cpp``), or None on a CPU without AVX-512 (silently: the
-    torch ops, as designed) or where it cannot be built (with a warning)."""
-    if not _cpu_has_avx512():
+    """The built extension (``csrc/tiled_search.cpp`` with ``csrc/tiled_search_simd.inc``), or None on a
+    CPU that runs none of :data:`ISAS` (silently: the torch ops, as designed) or where it cannot be built
+    (with a warning)."""
+    if not cpu_isas():
         return None
     source = os.path.join(CSRC, 'tiled_search.cpp')
     try:
         from torch.utils.cpp_extension import load
-        name = _build_name(source)
+        name = _build_name([source, os.path.join(CSRC, 'tiled_search_simd.inc')])
         _remove_stale_lock(name)
         module = load(name=name, sources=[source], extra_cflags=['-O3', '-fopenmp'],
                       extra_ldflags=['-fopenmp'], verbose=False)
@@ -160,27 +186,29 @@ def _module():
                       f'{message[-1] if message else ""}); the position-first search keeps torch ops (slower, '
                       'the same values)', RuntimeWarning, stacklevel=3)
         return None
-    return module if module.available() else None
+    return module
 
 
-@functools.lru_cache(maxsize=1)
-def tiled_top() -> Callable[[Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]] | None:
+@functools.lru_cache(maxsize=None)
+def tiled_top(isa: str | None = None) -> Callable[[Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]] | None:
     """The compiled search top-k for float32 tables of ``TILE``-column tiles, ``(table, local, weight,
     kept) -> (values, columns)``: :func:`tile_maxima_by_bags` then :func:`tile_top_by_ops` in one pass,
     the same values bit for bit, equal values in column order (the lowest first; ``topk`` has its own
     order, so where values tie exactly inside the kept top their positions may come in another order and
     sums over them round differently in the last bit), NaN ranked above every number as by ``topk``; or
-    None (see the module docstring)."""
-    module = _module()
-    if module is None:
+    None (see the module docstring). ``isa``: one of :data:`ISAS` (None where this CPU does not run it), by
+    default the best that it runs."""
+    isa = _chosen_isa(isa)
+    module = _module() if isa is not None else None
+    if module is None or not module.supports(isa):
         return None
 
     def kernel(table: Tensor, local: Tensor, weight: Tensor, kept: int) -> tuple[Tensor, Tensor]:
-        values, columns = module.tiled_top(table, local, weight, kept)
+        values, columns = module.tiled_top(table, local, weight, kept, isa)
         return values, columns
 
     if not _reproduces_torch_ops(kernel):
-        warnings.warn('clab: the compiled search kernel does not reproduce the torch ops on this build; the '
+        warnings.warn(f'clab: the compiled search kernel ({isa}) does not reproduce the torch ops on this build; the '
                       'position-first search keeps torch ops (slower, the same values)', RuntimeWarning,
                       stacklevel=2)
         return None
@@ -206,24 +234,27 @@ def bag_logits_by_ops(table: Tensor, index: Tensor, weight: Tensor, offsets: Ten
     return out.view(points, blocks, channels // blocks).mul_(key.view(points, blocks, -1)).sum(dim=2)
 
 
-@functools.lru_cache(maxsize=1)
-def bag_logits() -> Callable[[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor, int], Tensor] | None:
+@functools.lru_cache(maxsize=None)
+def bag_logits(isa: str | None = None) -> Callable[[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor, int],
+                                                   Tensor] | None:
     """The compiled :func:`bag_logits_by_ops` for float32 CPU tensors whose blocks are a multiple of 16
     channels, ``(table, index, weight, offsets, bias, key, blocks) -> Tensor[P, B]``: the bags written
     nowhere, their sums those of ``embedding_bag``, the dot products summed in another order (within float
     rounding of the torch ops, checked on this build before it is used); or None (see the module
-    docstring)."""
-    module = _module()
-    if module is None:
+    docstring). ``isa`` as for :func:`tiled_top`."""
+    isa = _chosen_isa(isa)
+    module = _module() if isa is not None else None
+    if module is None or not module.supports(isa):
         return None
 
     def kernel(table, index, weight, offsets, bias, key, blocks):
         return module.bag_logits(table, index, weight, offsets, table.new_empty(0) if bias is None else bias,
-                                 key, blocks)
+                                 key, blocks, isa)
 
     if not _bag_logits_match_torch_ops(kernel):
-        warnings.warn('clab: the compiled attention-logit kernel does not match the torch ops on this build; TRoI '
-                      'keeps torch ops (slower, the same values up to rounding)', RuntimeWarning, stacklevel=2)
+        warnings.warn(f'clab: the compiled attention-logit kernel ({isa}) does not match the torch ops on this '
+                      'build; TRoI keeps torch ops (slower, the same values up to rounding)', RuntimeWarning,
+                      stacklevel=2)
         return None
     return kernel
 

@@ -40,8 +40,8 @@ Deliberate differences from mmtracking 0.14 / the CLAB fork (same outputs):
   positions with the largest maxima (:func:`_topk_by_groups`, the same values as ``topk``). Pairs whose
   kept top-k is within rounding of the next value are searched again directly, so the kept positions
   are the direct search's; the key RoIs' embed conv is gathered from the key map's taps. On a CPU each
-  map's table is built and read in column tiles that stay in cache, and with AVX-512 the tiles' bags and
-  top-k run as one compiled pass (:mod:`clab.models.native`; the same values as the torch ops, exact ties
+  map's table is built and read in column tiles that stay in cache, and with AVX-512 or AVX2 the tiles'
+  bags and top-k run as one compiled pass (:mod:`clab.models.native`; the same values as the torch ops, exact ties
   in column order).
 """
 from __future__ import annotations

@@ -1,7 +1,7 @@
 // The tiled position-first search's top-k (clab/models/temporal_roi_align.py, _top_of_tiles) in one pass
 // over the table tiles.
 //
-// For each point and 128-column tile, the point's 16-tap bag stays in 8 AVX-512 registers; the point's
+// For each point and 128-column tile, the point's 16-tap bag stays in registers; the point's
 // running top `kept` (values and columns) is updated only from the tile's 64-column groups whose maximum
 // beats its current kept-th value, and then only from the columns that beat it. Nothing of the bags is
 // written. The torch version writes every bag (embedding_bag), reads them back for the group maxima
@@ -14,9 +14,13 @@
 // Columns are visited in increasing order and a value enters only when it ranks above the kept-th, so
 // equal values keep the lowest column first (the order of a stable sort); a NaN ranks above every number,
 // as in torch.topk, so NaN features give NaN values here too. Python checks the result
-// against the torch ops on the running build before using it (clab/models/native.py). The kernel is
-// AVX-512 code, compiled for that instruction set alone and called only on CPUs that have it
-// (`available()`); elsewhere Python keeps the torch ops.
+// against the torch ops on the running build before using it (clab/models/native.py).
+//
+// The kernels come in two instruction sets, from one vector code (tiled_search_simd.inc): AVX-512 (16
+// lanes: a tile's bag in 8 registers) and AVX2 with FMA (8 lanes: a tile's bag in two halves of 8
+// registers). Each is compiled for its set alone (target attributes, no machine-wide flags) and runs only
+// where the CPU has it (`supports`); the caller names the set. A lane's fma is the same operation in both,
+// so both give the same bits. Elsewhere Python keeps the torch ops.
 //
 // bag_logits is TRoI's attention logit of the cached path (TemporalRoIAlign._logits_by_maps): per output
 // point the embed gathered as a bag of embed-tap rows, plus the bias, dotted with the key's embed per block
@@ -30,6 +34,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace {
@@ -56,124 +61,74 @@ inline int64_t insert(float x, int64_t col, float* values, int64_t* columns, int
     return have;
 }
 
-// The 64 values of one group (4 registers, columns first_column ..) into the running top of one point.
-__attribute__((target("avx512f"))) inline int64_t update(__m512 q0, __m512 q1, __m512 q2, __m512 q3,
-                                                         int64_t first_column, float* values, int64_t* columns,
-                                                         int64_t have, int64_t kept, float* member) {
-    if (have < kept) {
-        _mm512_store_ps(member, q0);
-        _mm512_store_ps(member + 16, q1);
-        _mm512_store_ps(member + 32, q2);
-        _mm512_store_ps(member + 48, q3);
-        for (int64_t k = 0; k < kGroup; ++k) have = insert(member[k], first_column + k, values, columns, have, kept);
-        return have;
-    }
-    // only the columns that may rank above the kept-th value: larger, or unordered (a NaN on either side);
-    // the bar rises as they enter, and insert checks each again. Usually none.
-    const __m512 bar = _mm512_set1_ps(values[kept - 1]);
-    uint64_t mask = static_cast<uint64_t>(_mm512_cmp_ps_mask(q0, bar, _CMP_NLE_UQ)) |
-                    static_cast<uint64_t>(_mm512_cmp_ps_mask(q1, bar, _CMP_NLE_UQ)) << 16 |
-                    static_cast<uint64_t>(_mm512_cmp_ps_mask(q2, bar, _CMP_NLE_UQ)) << 32 |
-                    static_cast<uint64_t>(_mm512_cmp_ps_mask(q3, bar, _CMP_NLE_UQ)) << 48;
-    if (!mask) return have;
-    _mm512_store_ps(member, q0);
-    _mm512_store_ps(member + 16, q1);
-    _mm512_store_ps(member + 32, q2);
-    _mm512_store_ps(member + 48, q3);
-    while (mask) {
-        const int b = __builtin_ctzll(mask);
-        mask &= mask - 1;
-        have = insert(member[b], first_column + b, values, columns, have, kept);
-    }
-    return have;
+// The vector code for each instruction set: tiled_search_simd.inc, included once per namespace below with
+// that set's register type and operations.
+#define CLAB_TARGET __attribute__((target("avx512f")))
+namespace avx512 {
+using Vec = __m512;
+constexpr int64_t kLanes = 16;
+CLAB_TARGET inline Vec zero() { return _mm512_setzero_ps(); }
+CLAB_TARGET inline Vec load(const float* p) { return _mm512_loadu_ps(p); }
+CLAB_TARGET inline void store(float* p, Vec x) { _mm512_storeu_ps(p, x); }
+CLAB_TARGET inline Vec set1(float x) { return _mm512_set1_ps(x); }
+CLAB_TARGET inline Vec fmadd(Vec a, Vec b, Vec c) { return _mm512_fmadd_ps(a, b, c); }
+CLAB_TARGET inline Vec add(Vec a, Vec b) { return _mm512_add_ps(a, b); }
+CLAB_TARGET inline uint64_t above_mask(Vec x, Vec bar) {
+    return static_cast<uint64_t>(_mm512_cmp_ps_mask(x, bar, _CMP_NLE_UQ));
+}
+CLAB_TARGET inline float sum(Vec x) { return _mm512_reduce_add_ps(x); }
+#include "tiled_search_simd.inc"
+}  // namespace avx512
+#undef CLAB_TARGET
+
+#define CLAB_TARGET __attribute__((target("avx2,fma")))
+namespace avx2 {
+using Vec = __m256;
+constexpr int64_t kLanes = 8;
+CLAB_TARGET inline Vec zero() { return _mm256_setzero_ps(); }
+CLAB_TARGET inline Vec load(const float* p) { return _mm256_loadu_ps(p); }
+CLAB_TARGET inline void store(float* p, Vec x) { _mm256_storeu_ps(p, x); }
+CLAB_TARGET inline Vec set1(float x) { return _mm256_set1_ps(x); }
+CLAB_TARGET inline Vec fmadd(Vec a, Vec b, Vec c) { return _mm256_fmadd_ps(a, b, c); }
+CLAB_TARGET inline Vec add(Vec a, Vec b) { return _mm256_add_ps(a, b); }
+CLAB_TARGET inline uint64_t above_mask(Vec x, Vec bar) {
+    return static_cast<uint64_t>(static_cast<uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(x, bar, _CMP_NLE_UQ))));
+}
+CLAB_TARGET inline float sum(Vec x) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    s = _mm_hadd_ps(s, s);
+    return _mm_cvtss_f32(_mm_hadd_ps(s, s));
+}
+#include "tiled_search_simd.inc"
+}  // namespace avx2
+#undef CLAB_TARGET
+
+// The instruction sets the kernels come in, best first, and whether this CPU runs one.
+enum class Isa { kAvx512, kAvx2 };
+
+Isa parse_isa(const std::string& name) {
+    TORCH_CHECK(name == "avx512" || name == "avx2", "isa must be 'avx512' or 'avx2', not '", name, "'");
+    return name == "avx512" ? Isa::kAvx512 : Isa::kAvx2;
 }
 
-// Points p0 .. p1 of one tile. index / weight hold each point's taps from p0 on, `taps` slots a point, of
-// which the first count[p - p0] are used.
-__attribute__((target("avx512f")))
-void points_of_tile(const float* rows, const int64_t* index, const float* weight, const int64_t* count,
-                    int64_t taps, int64_t p0, int64_t p1, int64_t first_column, int64_t kept, float* values,
-                    int64_t* columns, int64_t* have) {
-    alignas(64) float member[kGroup];
-    for (int64_t p = p0; p < p1; ++p) {
-        const int64_t* idx = index + (p - p0) * taps;
-        const float* w = weight + (p - p0) * taps;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
-        for (int64_t t = 0; t < count[p - p0]; ++t) {
-            const float* row = rows + idx[t] * kTile;
-            const __m512 wt = _mm512_set1_ps(w[t]);
-            a0 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row), a0);
-            a1 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row + 16), a1);
-            a2 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row + 32), a2);
-            a3 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row + 48), a3);
-            a4 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row + 64), a4);
-            a5 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row + 80), a5);
-            a6 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row + 96), a6);
-            a7 = _mm512_fmadd_ps(wt, _mm512_loadu_ps(row + 112), a7);
-        }
-        float* v = values + p * kept;
-        int64_t* c = columns + p * kept;
-        int64_t h = update(a0, a1, a2, a3, first_column, v, c, have[p], kept, member);
-        have[p] = update(a4, a5, a6, a7, first_column + kGroup, v, c, h, kept, member);
-    }
-}
-
-// One part of V * 16 channels (from column `part`) of a bag's block logit: the bag's part in V registers
-// (bag = sum_e weight[e] * table[index[e]], the fma chain in entry order from 0, as embedding_bag), plus
-// the bias, times the key, added into `dot`.
-template <int V>
-__attribute__((target("avx512f"))) inline __m512 bag_part(const float* table, int64_t channels,
-                                                          const int64_t* index, const float* weight, int64_t e0,
-                                                          int64_t e1, const float* bias, const float* key,
-                                                          int64_t part, __m512 dot) {
-    __m512 acc[V];
-    for (int v = 0; v < V; ++v) acc[v] = _mm512_setzero_ps();
-    for (int64_t e = e0; e < e1; ++e) {
-        const float* row = table + index[e] * channels + part;
-        const __m512 w = _mm512_set1_ps(weight[e]);
-        for (int v = 0; v < V; ++v) acc[v] = _mm512_fmadd_ps(w, _mm512_loadu_ps(row + 16 * v), acc[v]);
-    }
-    for (int v = 0; v < V; ++v) {
-        __m512 x = acc[v];
-        if (bias) x = _mm512_add_ps(x, _mm512_loadu_ps(bias + part + 16 * v));
-        dot = _mm512_fmadd_ps(x, _mm512_loadu_ps(key + part + 16 * v), dot);
-    }
-    return dot;
-}
-
-// The attention logit of one bag and one block of `width` channels (a multiple of 16) from column c0:
-// sum over c of (bias[c] + bag[c]) * key[c], taken 128 channels at a time, so that the accumulators stay
-// in 8 registers while the bag's rows stream through.
-__attribute__((target("avx512f")))
-float bag_block_logit(const float* table, int64_t channels, const int64_t* index, const float* weight, int64_t e0,
-                      int64_t e1, const float* bias, const float* key, int64_t c0, int64_t width) {
-    __m512 dot = _mm512_setzero_ps();
-    for (int64_t part = c0; part < c0 + width; part += kTile) {
-        switch (std::min<int64_t>(kTile, c0 + width - part) / 16) {
-            case 8: dot = bag_part<8>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
-            case 7: dot = bag_part<7>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
-            case 6: dot = bag_part<6>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
-            case 5: dot = bag_part<5>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
-            case 4: dot = bag_part<4>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
-            case 3: dot = bag_part<3>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
-            case 2: dot = bag_part<2>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
-            default: dot = bag_part<1>(table, channels, index, weight, e0, e1, bias, key, part, dot); break;
-        }
-    }
-    return _mm512_reduce_add_ps(dot);
+bool runs(Isa isa) {
+    if (isa == Isa::kAvx512) return __builtin_cpu_supports("avx512f");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
 }  // namespace
 
-bool available() { return __builtin_cpu_supports("avx512f"); }
+bool supports(const std::string& isa) { return runs(parse_isa(isa)); }
 
 // table: Tensor[n_tiles, U, 128] float32 (tile t holds columns 128 t .. 128 t + 127); index: Tensor[P, T]
 // int64 rows of the table (< U); weight: Tensor[P, T] float32; kept: between 1 and n_tiles * 128.
 // Returns values Tensor[P, kept] (descending) and columns Tensor[P, kept] int64: per point, the kept
 // largest of sum_k weight[p, k] * table[t, index[p, k], :] over all columns, equal values in column order.
 std::vector<torch::Tensor> tiled_top(torch::Tensor table, torch::Tensor index, torch::Tensor weight,
-                                     int64_t kept) {
-    TORCH_CHECK(available(), "tiled_top needs a CPU with AVX-512");
+                                     int64_t kept, const std::string& isa) {
+    const Isa set = parse_isa(isa);
+    TORCH_CHECK(runs(set), "tiled_top: this CPU does not run ", isa);
+    const auto tile_points = set == Isa::kAvx512 ? avx512::points_of_tile : avx2::points_of_tile;
     TORCH_CHECK(table.dim() == 3 && table.size(2) == kTile, "table must be Tensor[n_tiles, U, 128]");
     TORCH_CHECK(table.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat,
                 "table and weight must be float32");
@@ -221,7 +176,7 @@ std::vector<torch::Tensor> tiled_top(torch::Tensor table, torch::Tensor index, t
             count[p - p0] = c;
         }
         for (int64_t t = 0; t < tiles; ++t)
-            points_of_tile(tab + t * units * kTile, range_index.data(), range_weight.data(), count.data(), taps, p0,
+            tile_points(tab + t * units * kTile, range_index.data(), range_weight.data(), count.data(), taps, p0,
                            p1, t * kTile, kept, vp, cp, have.data());
     });
     return {values, columns};
@@ -236,8 +191,10 @@ std::vector<torch::Tensor> tiled_top(torch::Tensor table, torch::Tensor index, t
 // the bags. The bags are embedding_bag's sums; the products are summed in another order than torch's
 // (x * key).sum(), so the logits differ from those by float rounding.
 torch::Tensor bag_logits(torch::Tensor table, torch::Tensor index, torch::Tensor weight, torch::Tensor offsets,
-                         torch::Tensor bias, torch::Tensor key, int64_t blocks) {
-    TORCH_CHECK(available(), "bag_logits needs a CPU with AVX-512");
+                         torch::Tensor bias, torch::Tensor key, int64_t blocks, const std::string& isa) {
+    const Isa set = parse_isa(isa);
+    TORCH_CHECK(runs(set), "bag_logits: this CPU does not run ", isa);
+    const auto block_logit = set == Isa::kAvx512 ? avx512::bag_block_logit : avx2::bag_block_logit;
     TORCH_CHECK(table.dim() == 2 && key.dim() == 2 && table.size(1) == key.size(1),
                 "table must be Tensor[R, C] and key Tensor[P, C]");
     TORCH_CHECK(table.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat &&
@@ -290,7 +247,7 @@ torch::Tensor bag_logits(torch::Tensor table, torch::Tensor index, torch::Tensor
                 }
             }
             for (int64_t block = 0; block < blocks; ++block)
-                o[p * blocks + block] = bag_block_logit(tab, channels, idx, w, off[p], end, b, k + p * channels,
+                o[p * blocks + block] = block_logit(tab, channels, idx, w, off[p], end, b, k + p * channels,
                                                         block * width, width);
         }
     });
@@ -298,7 +255,7 @@ torch::Tensor bag_logits(torch::Tensor table, torch::Tensor index, torch::Tensor
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-    m.def("available", &available, "whether this CPU runs the kernel (AVX-512)");
+    m.def("supports", &supports, "whether this CPU runs the kernels of an instruction set ('avx512', 'avx2')");
     m.def("tiled_top", &tiled_top,
           "per point, the kept largest values of its weighted bag of table rows over all tiles, and their columns");
     m.def("bag_logits", &bag_logits,
