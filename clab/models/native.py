@@ -11,8 +11,9 @@ bags again and runs three top-k calls. The extension is built once per machine a
 torch's extension cache (``TORCH_EXTENSIONS_DIR``, by default under ``~/.cache``; ``scripts/install.sh``
 builds it, otherwise the first use does). The kernel is None, with one warning, where it cannot be built
 (no C++ compiler) or where its results differ from the torch ops on this build, and silently on CPUs
-without either instruction set (or off x86-64); the search then keeps the torch ops. Both sets give the same
-bits (a lane's fused multiply-add is one operation in both); ``isa`` picks one, e.g. for the tests.
+without either instruction set (or off x86-64); the search then keeps the torch ops. :func:`tiled_top`
+gives the same bits in both sets (a lane's fused multiply-add is one operation in both); ``isa`` picks
+one, e.g. for the tests.
 
 :func:`bag_logits` (the same extension) is TRoI's attention logit of the cached path: per point its embed
 gathered as a bag of embed-tap rows, plus the bias, dotted with the key's embed per block of channels,
@@ -189,7 +190,6 @@ def _module():
     return module
 
 
-@functools.lru_cache(maxsize=None)
 def tiled_top(isa: str | None = None) -> Callable[[Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]] | None:
     """The compiled search top-k for float32 tables of ``TILE``-column tiles, ``(table, local, weight,
     kept) -> (values, columns)``: :func:`tile_maxima_by_bags` then :func:`tile_top_by_ops` in one pass,
@@ -198,7 +198,12 @@ def tiled_top(isa: str | None = None) -> Callable[[Tensor, Tensor, Tensor, int],
     sums over them round differently in the last bit), NaN ranked above every number as by ``topk``; or
     None (see the module docstring). ``isa``: one of :data:`ISAS` (None where this CPU does not run it), by
     default the best that it runs."""
-    isa = _chosen_isa(isa)
+    return _tiled_top(_chosen_isa(isa))
+
+
+@functools.lru_cache(maxsize=None)
+def _tiled_top(isa: str | None):
+    """:func:`tiled_top` for a chosen set (or None): built and checked once per set."""
     module = _module() if isa is not None else None
     if module is None or not module.supports(isa):
         return None
@@ -234,7 +239,6 @@ def bag_logits_by_ops(table: Tensor, index: Tensor, weight: Tensor, offsets: Ten
     return out.view(points, blocks, channels // blocks).mul_(key.view(points, blocks, -1)).sum(dim=2)
 
 
-@functools.lru_cache(maxsize=None)
 def bag_logits(isa: str | None = None) -> Callable[[Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor, int],
                                                    Tensor] | None:
     """The compiled :func:`bag_logits_by_ops` for float32 CPU tensors whose blocks are a multiple of 16
@@ -242,7 +246,12 @@ def bag_logits(isa: str | None = None) -> Callable[[Tensor, Tensor, Tensor, Tens
     nowhere, their sums those of ``embedding_bag``, the dot products summed in another order (within float
     rounding of the torch ops, checked on this build before it is used); or None (see the module
     docstring). ``isa`` as for :func:`tiled_top`."""
-    isa = _chosen_isa(isa)
+    return _bag_logits(_chosen_isa(isa))
+
+
+@functools.lru_cache(maxsize=None)
+def _bag_logits(isa: str | None):
+    """:func:`bag_logits` for a chosen set (or None): built and checked once per set."""
     module = _module() if isa is not None else None
     if module is None or not module.supports(isa):
         return None

@@ -20,7 +20,8 @@
 // lanes: a tile's bag in 8 registers) and AVX2 with FMA (8 lanes: a tile's bag in two halves of 8
 // registers). Each is compiled for its set alone (target attributes, no machine-wide flags) and runs only
 // where the CPU has it (`supports`); the caller names the set. A lane's fma is the same operation in both,
-// so both give the same bits. Elsewhere Python keeps the torch ops.
+// so tiled_top gives the same bits in both; bag_logits' dot products sum over 16 or 8 lanes and differ
+// between the sets within rounding. Elsewhere Python keeps the torch ops.
 //
 // bag_logits is TRoI's attention logit of the cached path (TemporalRoIAlign._logits_by_maps): per output
 // point the embed gathered as a bag of embed-tap rows, plus the bias, dotted with the key's embed per block
