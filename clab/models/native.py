@@ -190,6 +190,12 @@ def _module():
     return module
 
 
+def _module_for(isa: str | None):
+    """The built extension where ``isa`` (a chosen set, or None) is given and this CPU runs it; else None."""
+    module = _module() if isa is not None else None
+    return module if module is not None and module.supports(isa) else None
+
+
 def tiled_top(isa: str | None = None) -> Callable[[Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]] | None:
     """The compiled search top-k for float32 tables of ``TILE``-column tiles, ``(table, local, weight,
     kept) -> (values, columns)``: :func:`tile_maxima_by_bags` then :func:`tile_top_by_ops` in one pass,
@@ -204,8 +210,8 @@ def tiled_top(isa: str | None = None) -> Callable[[Tensor, Tensor, Tensor, int],
 @functools.lru_cache(maxsize=None)
 def _tiled_top(isa: str | None):
     """:func:`tiled_top` for a chosen set (or None): built and checked once per set."""
-    module = _module() if isa is not None else None
-    if module is None or not module.supports(isa):
+    module = _module_for(isa)
+    if module is None:
         return None
 
     def kernel(table: Tensor, local: Tensor, weight: Tensor, kept: int) -> tuple[Tensor, Tensor]:
@@ -252,8 +258,8 @@ def bag_logits(isa: str | None = None) -> Callable[[Tensor, Tensor, Tensor, Tens
 @functools.lru_cache(maxsize=None)
 def _bag_logits(isa: str | None):
     """:func:`bag_logits` for a chosen set (or None): built and checked once per set."""
-    module = _module() if isa is not None else None
-    if module is None or not module.supports(isa):
+    module = _module_for(isa)
+    if module is None:
         return None
 
     def kernel(table, index, weight, offsets, bias, key, blocks):

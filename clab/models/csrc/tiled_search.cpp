@@ -117,6 +117,13 @@ bool runs(Isa isa) {
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 }
 
+// The set named `name` for the kernel `kernel`, refused where the name is unknown or this CPU does not run it.
+Isa runnable_isa(const std::string& name, const char* kernel) {
+    const Isa set = parse_isa(name);
+    TORCH_CHECK(runs(set), kernel, ": this CPU does not run ", name);
+    return set;
+}
+
 }  // namespace
 
 bool supports(const std::string& isa) { return runs(parse_isa(isa)); }
@@ -127,9 +134,8 @@ bool supports(const std::string& isa) { return runs(parse_isa(isa)); }
 // largest of sum_k weight[p, k] * table[t, index[p, k], :] over all columns, equal values in column order.
 std::vector<torch::Tensor> tiled_top(torch::Tensor table, torch::Tensor index, torch::Tensor weight,
                                      int64_t kept, const std::string& isa) {
-    const Isa set = parse_isa(isa);
-    TORCH_CHECK(runs(set), "tiled_top: this CPU does not run ", isa);
-    const auto tile_points = set == Isa::kAvx512 ? avx512::points_of_tile : avx2::points_of_tile;
+    const auto tile_points =
+        runnable_isa(isa, "tiled_top") == Isa::kAvx512 ? avx512::points_of_tile : avx2::points_of_tile;
     TORCH_CHECK(table.dim() == 3 && table.size(2) == kTile, "table must be Tensor[n_tiles, U, 128]");
     TORCH_CHECK(table.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat,
                 "table and weight must be float32");
@@ -193,9 +199,8 @@ std::vector<torch::Tensor> tiled_top(torch::Tensor table, torch::Tensor index, t
 // (x * key).sum(), so the logits differ from those by float rounding.
 torch::Tensor bag_logits(torch::Tensor table, torch::Tensor index, torch::Tensor weight, torch::Tensor offsets,
                          torch::Tensor bias, torch::Tensor key, int64_t blocks, const std::string& isa) {
-    const Isa set = parse_isa(isa);
-    TORCH_CHECK(runs(set), "bag_logits: this CPU does not run ", isa);
-    const auto block_logit = set == Isa::kAvx512 ? avx512::bag_block_logit : avx2::bag_block_logit;
+    const auto block_logit =
+        runnable_isa(isa, "bag_logits") == Isa::kAvx512 ? avx512::bag_block_logit : avx2::bag_block_logit;
     TORCH_CHECK(table.dim() == 2 && key.dim() == 2 && table.size(1) == key.size(1),
                 "table must be Tensor[R, C] and key Tensor[P, C]");
     TORCH_CHECK(table.scalar_type() == torch::kFloat && weight.scalar_type() == torch::kFloat &&
